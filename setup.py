@@ -1,0 +1,4 @@
+# A thin shim for tools that still call setup.py; all metadata lives in pyproject.toml.
+from setuptools import setup
+
+setup()
