@@ -1,0 +1,9 @@
+"""Load the test-bed fixtures: every ``jupyter_heroes/testing/plugin_*.py`` is a pytest plugin."""
+
+import pkgutil
+
+import jupyter_heroes.testing as _testing
+
+pytest_plugins = sorted(
+    f"jupyter_heroes.testing.{m.name}" for m in pkgutil.iter_modules(_testing.__path__) if m.name.startswith("plugin_")
+)
