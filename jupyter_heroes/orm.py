@@ -52,7 +52,9 @@ class Organization(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
-    projects: Mapped[list[Project]] = relationship(back_populates="organization", cascade="all, delete-orphan")
+    projects: Mapped[list[Project]] = relationship(
+        back_populates="organization", cascade="all, delete-orphan"
+    )
 
 
 class Project(Base):
@@ -221,10 +223,14 @@ class WorkflowInstance(Base):
     __tablename__ = "workflow_instances"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
-    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"), nullable=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL"), nullable=True
+    )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     template_id: Mapped[int] = mapped_column(ForeignKey("workflow_templates.id"), index=True)
-    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id", ondelete="SET NULL"), nullable=True)
+    cluster_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clusters.id", ondelete="SET NULL"), nullable=True
+    )
     params: Mapped[dict] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16), default="new", index=True)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -239,10 +245,14 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("instance_id", "step", "array_index"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    instance_id: Mapped[str] = mapped_column(ForeignKey("workflow_instances.id", ondelete="CASCADE"), index=True)
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("workflow_instances.id", ondelete="CASCADE"), index=True
+    )
     step: Mapped[str] = mapped_column(String(63))
     array_index: Mapped[int] = mapped_column(Integer, default=-1)
-    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id", ondelete="SET NULL"), nullable=True)
+    cluster_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clusters.id", ondelete="SET NULL"), nullable=True
+    )
     queue: Mapped[str] = mapped_column(String(63), default="")
     scheduler_job_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     state: Mapped[str] = mapped_column(String(16), default="new", index=True)
@@ -260,7 +270,9 @@ class Budget(Base):
     __tablename__ = "budgets"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
-    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), nullable=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=True
+    )
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
     amount_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_cents: Mapped[int] = mapped_column(BigInteger, default=0)

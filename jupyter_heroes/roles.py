@@ -44,7 +44,9 @@ SCOPES: dict[str, str] = {
     _s("submit"): "Submit, watch and cancel one's own workflows and jobs",
     _s("data:home"): "Read and write one's own bucket and one's projects' buckets",
     _s("data:manage"): "Manage data access (buckets, quotas) of the organization",
-    _s("workflows:manage"): "Create, version and retire workflow templates; see all instances of the organization",
+    _s(
+        "workflows:manage"
+    ): "Create, version and retire workflow templates; see all instances of the organization",
     _s("users:manage"): "Manage the organization's users, groups (projects) and roles",
     _s("apps:package"): "Package applications (containers)",
     _s("apps:publish"): "Publish applications in the marketplace",
@@ -73,14 +75,21 @@ _CLIENT = ("client", "platform")
 BUILTIN_ROLES: dict[str, RoleDef] = {
     r.name: r
     for r in [
-        _role("researcher", "Engineer / researcher: submits workflows, uses own data", ["submit", "data:home"], _CLIENT),
+        _role(
+            "researcher",
+            "Engineer / researcher: submits workflows, uses own data",
+            ["submit", "data:home"],
+            _CLIENT,
+        ),
         _role(
             "workflow-admin",
             "Workflow admin: defines workflow templates",
             ["submit", "data:home", "workflows:manage"],
             _CLIENT,
         ),
-        _role("application-packager", "Packages applications (containers)", ["submit", "apps:package"], _CLIENT),
+        _role(
+            "application-packager", "Packages applications (containers)", ["submit", "apps:package"], _CLIENT
+        ),
         _role(
             "project-admin",
             "User / project administrator",
@@ -112,7 +121,12 @@ BUILTIN_ROLES: dict[str, RoleDef] = {
             ["clusters:manage"],
             ("platform",),
         ),
-        _role("resource-provider", "Publishes resources in the marketplace", ["resources:publish"], ("provider",)),
+        _role(
+            "resource-provider",
+            "Publishes resources in the marketplace",
+            ["resources:publish"],
+            ("provider",),
+        ),
         _role(
             "application-provider",
             "Publishes applications in the marketplace",

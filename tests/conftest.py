@@ -5,5 +5,7 @@ import pkgutil
 import jupyter_heroes.testing as _testing
 
 pytest_plugins = sorted(
-    f"jupyter_heroes.testing.{m.name}" for m in pkgutil.iter_modules(_testing.__path__) if m.name.startswith("plugin_")
+    f"jupyter_heroes.testing.{m.name}"
+    for m in pkgutil.iter_modules(_testing.__path__)
+    if m.name.startswith("plugin_")
 )

@@ -51,7 +51,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, log: Path | None = None, interval: float = 0.2) -> Any:
+def wait_for(
+    check: Callable[[], Any], timeout: float, what: str, log: Path | None = None, interval: float = 0.2
+) -> Any:
     """Call *check* until it returns a truthy value (exceptions count as falsy) or *timeout* passes."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -60,11 +62,14 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, log: Path | No
             result = check()
             if result:
                 return result
-        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as e:
             last_exc = e
         time.sleep(interval)
-    raise ComponentError(f"{what} not ready after {timeout:.0f}s" + (f" (last error: {last_exc})" if last_exc else "")
-                         + (f"\n--- tail of {log}:\n{tail(log)}" if log else ""))
+    raise ComponentError(
+        f"{what} not ready after {timeout:.0f}s"
+        + (f" (last error: {last_exc})" if last_exc else "")
+        + (f"\n--- tail of {log}:\n{tail(log)}" if log else "")
+    )
 
 
 def tail(path: Path | None, lines: int = 30) -> str:
@@ -127,7 +132,9 @@ def exclusive(name: str, timeout: float = 1800) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise ComponentError(f"another test session holds {path} for more than {timeout:.0f}s") from None
+                    raise ComponentError(
+                        f"another test session holds {path} for more than {timeout:.0f}s"
+                    ) from None
                 time.sleep(1)
         try:
             yield
@@ -183,23 +190,40 @@ class Component:
     def log_path(self, what: str) -> Path:
         return self.workdir / f"{what}.log"
 
-    def spawn(self, argv: list[str], log: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-              user: str | None = None) -> subprocess.Popen:
+    def spawn(
+        self,
+        argv: list[str],
+        log: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+    ) -> subprocess.Popen:
         """Launch *argv* in its own session (so a kill reaches only it), output to ``<log>.log``."""
-        out = open(self.log_path(log), "ab")  # noqa: SIM115 - closed in stop()
+        out = open(self.log_path(log), "ab")
         self._logs.append(out)
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=full_env, cwd=str(cwd) if cwd else None, start_new_session=True,
-                                user=user)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+            user=user,
+        )
         self.pids.append(proc.pid)
         return proc
 
-    def run(self, argv: list[str], check: bool = True, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: list[str], check: bool = True, timeout: float = 60, **kw: Any
+    ) -> subprocess.CompletedProcess:
         """Run a short setup command; its failure raises with the command's output."""
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
         if check and cp.returncode != 0:
-            raise ComponentError(f"{self.name}: {' '.join(argv)} exited {cp.returncode}:\n{cp.stdout}\n{cp.stderr}")
+            raise ComponentError(
+                f"{self.name}: {' '.join(argv)} exited {cp.returncode}:\n{cp.stdout}\n{cp.stderr}"
+            )
         return cp
