@@ -133,3 +133,27 @@ def test_heroes_demo_login_home_and_service(tmp_path):
         time.sleep(0.2)
     assert not port_open(port)
     assert not pid_alive(proxy_pid)
+
+
+def test_heroes_upgrade_db(tmp_path):
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    first = subprocess.run(
+        [*_heroes_argv(), "upgrade-db", "--db-url", url], capture_output=True, text=True, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    assert f"schema upgraded from empty to {dbutil.head_revision()}" in first.stdout
+    engine = dbutil.make_engine(url)
+    dbutil.check_schema(engine)
+    engine.dispose()
+    again = subprocess.run(
+        [*_heroes_argv(), "upgrade-db", "--db-url", url], capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    bad = subprocess.run(
+        [*_heroes_argv(), "upgrade-db", "--db-url", f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("heroes upgrade-db: ") and "Traceback" not in bad.stderr
