@@ -1,1 +1,1 @@
-"""service."""
+"""The HEROES service: a JupyterHub-managed tornado application serving the REST API (``/api/v1``)."""

@@ -1,0 +1,382 @@
+"""The HEROES service: a JupyterHub-managed tornado application serving the REST API.
+
+Run by the hub (see :func:`jupyter_heroes.hubconfig.install_heroes`) as
+``python -m jupyter_heroes.service``; it listens where ``$JUPYTERHUB_SERVICE_URL`` says and serves
+under ``$JUPYTERHUB_SERVICE_PREFIX`` (``/services/heroes/``):
+
+* ``<prefix>/api/v1/...``: the REST API (:mod:`.apihandlers`), its OpenAPI document at
+  ``<prefix>/api/v1/openapi.json``;
+* ``<prefix>/oauth_callback``: the end of the hub OAuth login of browsers;
+* ``<prefix>/``: a browser landing page that logs in and redirects to ``auth/me``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from sqlalchemy import select
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Integer, List, Unicode, default, validate
+from traitlets.config import Application
+
+from .. import __version__, dbutil, orm
+from ..log import ecs, setup_logging, strip_query
+from . import apihandlers, openapi
+from .crypt import CRYPT_KEY_ENV, SecretBox
+from .handlers import NotFoundHandler, RootHandler
+
+log = logging.getLogger("heroes.service")
+
+
+class HeroesService(Application):
+    """The HEROES REST service (identity, administration and, through other modules, workflows)."""
+
+    name = "heroes-service"
+    version = __version__
+    description = (
+        "Jupyter HEROES service: REST API for organizations, projects, roles, clusters and workflows."
+    )
+
+    aliases = {
+        "db-url": "HeroesService.db_url",
+        "port": "HeroesService.port",
+        "ip": "HeroesService.ip",
+        "platform-org": "HeroesService.platform_org",
+        "log-file": "HeroesService.log_file",
+        "log-level": "Application.log_level",
+        "config": "HeroesService.config_file",
+    }
+    flags = {
+        "upgrade-db": (
+            {"HeroesService": {"upgrade_db": True}},
+            "Upgrade the HEROES database schema to this version before starting.",
+        ),
+    }
+
+    config_file = Unicode(
+        "",
+        help="Python config file to load (c.HeroesService.* settings); empty: none.",
+    ).tag(config=True)
+
+    service_url = Unicode(
+        help="""URL the service listens on. Default: $JUPYTERHUB_SERVICE_URL as set by the hub for a
+        managed service, else http://127.0.0.1:10101. ip and port, when set, override its parts.""",
+    ).tag(config=True)
+
+    @default("service_url")
+    def _default_service_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101")
+
+    ip = Unicode(
+        "",
+        help="Address to bind. Default: the host of service_url ($JUPYTERHUB_SERVICE_URL).",
+    ).tag(config=True)
+
+    port = Integer(
+        0,
+        help="TCP port to listen on. 0 (default): the port of service_url ($JUPYTERHUB_SERVICE_URL).",
+    ).tag(config=True)
+
+    service_prefix = Unicode(
+        help="""URL prefix the service is served under through the hub's proxy, ending in '/'.
+        Default: $JUPYTERHUB_SERVICE_PREFIX (/services/heroes/ for a service named 'heroes'), else '/'.""",
+    ).tag(config=True)
+
+    @default("service_prefix")
+    def _default_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+
+    @validate("service_prefix")
+    def _slash_prefix(self, proposal: Any) -> str:
+        p = proposal["value"] or "/"
+        if not p.startswith("/"):
+            p = "/" + p
+        return p if p.endswith("/") else p + "/"
+
+    db_url = Unicode(
+        help="""SQLAlchemy URL of the HEROES database (sqlite:///path or postgresql+psycopg://...).
+        Default: $HEROES_DB_URL, else sqlite:///jupyter_heroes.sqlite in the working directory.
+        Its schema must be at this version's head (see upgrade_db / `heroes upgrade-db`).""",
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return os.environ.get("HEROES_DB_URL") or "sqlite:///" + str(Path.cwd() / "jupyter_heroes.sqlite")
+
+    upgrade_db = Bool(
+        False,
+        help="""Apply pending database migrations at start. Default False: an outdated database makes the
+        service refuse to start with a message naming `heroes upgrade-db`; back up the database first.""",
+    ).tag(config=True)
+
+    max_body_size = Integer(
+        1024 * 1024,
+        help="""Largest request body accepted, in bytes (default 1 MiB). A larger body is answered with
+        400 'body_too_large'. The HTTP server itself drops bodies over 4x this size (at least 8 MiB).""",
+    ).tag(config=True)
+
+    @validate("max_body_size")
+    def _positive_body(self, proposal: Any) -> int:
+        if proposal["value"] < 1024:
+            raise ValueError("c.HeroesService.max_body_size must be at least 1024 bytes")
+        return proposal["value"]
+
+    platform_org = Unicode(
+        "heroes",
+        help="""Name of the platform (HEROES) organization, created at start if missing. Members holding
+        organizations:manage there (solution-admin, tenant-admin) reach every organization.""",
+    ).tag(config=True)
+
+    platform_admins = List(
+        Unicode(),
+        help="""Hub usernames made solution-admin of the platform organization at every start (rows with
+        source 'local'; removing a name here does not revoke the role, use the API for that).
+        Default: $HEROES_PLATFORM_ADMINS (comma-separated), else none.""",
+    ).tag(config=True)
+
+    @default("platform_admins")
+    def _default_admins(self) -> list[str]:
+        return [n.strip() for n in os.environ.get("HEROES_PLATFORM_ADMINS", "").split(",") if n.strip()]
+
+    crypt_key = Unicode(
+        help=f"""Fernet key(s) encrypting the secrets stored in the database (cluster private keys, S3
+        secret keys), ';'-separated, newest first. Default: ${CRYPT_KEY_ENV}. Without a key the service
+        runs but refuses to store secrets (503 'no_crypt_key').""",
+    ).tag(config=True)
+
+    @default("crypt_key")
+    def _default_crypt_key(self) -> str:
+        return os.environ.get(CRYPT_KEY_ENV, "")
+
+    log_file = Unicode(
+        "",
+        help="""Also write the JSON (ECS) log lines to this file (appended). Default: $HEROES_LOG_FILE,
+        else only standard error (which the hub collects for a managed service).""",
+    ).tag(config=True)
+
+    @default("log_file")
+    def _default_log_file(self) -> str:
+        return os.environ.get("HEROES_LOG_FILE", "")
+
+    pid_file = Unicode(
+        "",
+        help="Write the service's process id to this file while it runs (for test beds and init scripts).",
+    ).tag(config=True)
+
+    cookie_secret = Unicode(
+        help="""Hex key signing the service's login cookies (browsers logged in through the hub's OAuth).
+        Default: $HEROES_COOKIE_SECRET, else random at each start (browsers then log in again).""",
+    ).tag(config=True)
+
+    @default("cookie_secret")
+    def _default_cookie_secret(self) -> str:
+        return os.environ.get("HEROES_COOKIE_SECRET", "") or os.urandom(32).hex()
+
+    @default("log_level")
+    def _log_level_default(self) -> int:
+        return logging.INFO
+
+    # --- start-up --------------------------------------------------------------------------------
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+        setup_logging(self.log_level, log_file=self.log_file or None, service_name="jupyter-heroes-service")
+        self.log = logging.getLogger("heroes.service")
+        self.secrets = SecretBox(self.crypt_key)
+        if not self.secrets.enabled:
+            log.warning(
+                "no encryption key: clusters with private keys and S3 servers cannot be stored; set $%s",
+                CRYPT_KEY_ENV,
+                extra=ecs("service.config", "failure", reason="no_crypt_key"),
+            )
+        self.init_db()
+        self.init_platform()
+        self.init_tornado()
+
+    def init_db(self) -> None:
+        if self.upgrade_db:
+            log.info("upgrading the database schema", extra=ecs("db.upgrade"))
+            dbutil.upgrade(self.db_url)
+        self.engine = dbutil.make_engine(self.db_url)
+        dbutil.check_schema(self.engine)  # raises DatabaseSchemaMismatch naming `heroes upgrade-db`
+        self.db_factory = dbutil.session_factory(self.engine)
+
+    def init_platform(self) -> None:
+        """Create the platform organization and make ``platform_admins`` its solution-admins."""
+        with dbutil.session_scope(self.db_factory) as s:
+            org = s.scalar(select(orm.Organization).where(orm.Organization.name == self.platform_org))
+            if org is None:
+                org = orm.Organization(
+                    name=self.platform_org, display_name="HEROES platform", kind="platform"
+                )
+                s.add(org)
+                s.flush()
+                log.info(
+                    "created the platform organization %s",
+                    org.name,
+                    extra=ecs("organization.create", "success", organization=org.name),
+                )
+            elif org.kind != "platform":
+                raise SystemExit(
+                    f"c.HeroesService.platform_org is '{self.platform_org}', but that organization exists with "
+                    f"kind '{org.kind}': choose another name for the platform organization"
+                )
+            for name in self.platform_admins:
+                user = s.scalar(select(orm.User).where(orm.User.name == name))
+                if user is None:
+                    user = orm.User(name=name)
+                    s.add(user)
+                    s.flush()
+                if (
+                    s.scalar(
+                        select(orm.OrgMember).where(
+                            orm.OrgMember.user_id == user.id, orm.OrgMember.org_id == org.id
+                        )
+                    )
+                    is None
+                ):
+                    s.add(orm.OrgMember(user_id=user.id, org_id=org.id, source="local"))
+                q = select(orm.RoleAssignment).where(
+                    orm.RoleAssignment.user_id == user.id,
+                    orm.RoleAssignment.org_id == org.id,
+                    orm.RoleAssignment.role == "solution-admin",
+                )
+                if s.scalar(q) is None:
+                    s.add(
+                        orm.RoleAssignment(
+                            user_id=user.id, org_id=org.id, role="solution-admin", source="local"
+                        )
+                    )
+                    log.info(
+                        "made %s solution-admin of %s (c.HeroesService.platform_admins)",
+                        name,
+                        org.name,
+                        extra=ecs("role.assign", "success", organization=org.name, heroes_user=name),
+                    )
+
+    @property
+    def api_prefix(self) -> str:
+        return self.service_prefix + "api/v1"
+
+    def make_app(self) -> web.Application:
+        prefix = self.service_prefix
+        api = self.api_prefix
+        handlers: list[Any] = [(api + regex, h) for regex, h in apihandlers.default_handlers]
+        handlers += [
+            (api + r"/openapi\.json", openapi.OpenAPIHandler),
+            (prefix + "oauth_callback", HubOAuthCallbackHandler),
+            (prefix.rstrip("/") + "/?", RootHandler),
+        ]
+        settings = dict(
+            heroes=self,
+            db_factory=self.db_factory,
+            api_prefix=api,
+            cookie_secret=bytes.fromhex(self.cookie_secret),
+            default_handler_class=NotFoundHandler,
+            log_function=self.log_request,
+            compress_response=False,
+            xsrf_cookies=False,
+        )
+        return web.Application(handlers, **settings)
+
+    def init_tornado(self) -> None:
+        self.app = self.make_app()
+
+    def listen_address(self) -> tuple[str, int]:
+        url = urlparse(self.service_url)
+        ip = self.ip or url.hostname or "127.0.0.1"
+        port = self.port or url.port or 10101
+        return ip, port
+
+    def log_request(self, handler: web.RequestHandler) -> None:
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else (logging.WARNING if status < 500 else logging.ERROR)
+        if status < 400 and handler.request.method == "GET" and handler.request.path.endswith("openapi.json"):
+            level = logging.DEBUG
+        user = getattr(handler, "caller_name", lambda: "")()
+        ctx = getattr(handler, "ctx", None)
+        duration = 1000.0 * handler.request.request_time()
+        log.log(
+            level,
+            "%d %s %s (%s) %.1fms",
+            status,
+            handler.request.method,
+            strip_query(handler.request.uri or ""),
+            user or "-",
+            duration,
+            extra=ecs(
+                "http.request",
+                "success" if status < 400 else "failure",
+                user=user or None,
+                method=handler.request.method,
+                path=handler.request.path,
+                status=status,
+                duration_ms=duration,
+                organization=ctx.org.name if ctx else None,
+                reason=getattr(handler, "error_reason", "") or None,
+            ),
+        )
+
+    # --- run ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.pid_file:
+            Path(self.pid_file).write_text(f"{os.getpid()}\n")
+        try:
+            asyncio.run(self.serve())
+        finally:
+            if self.pid_file:
+                Path(self.pid_file).unlink(missing_ok=True)
+
+    async def serve(self) -> None:
+        ip, port = self.listen_address()
+        server = HTTPServer(self.app, xheaders=True, max_body_size=max(4 * self.max_body_size, 8 << 20))
+        server.listen(port, ip)
+        log.info(
+            "HEROES service %s listening on http://%s:%d%s (database %s)",
+            __version__,
+            ip,
+            port,
+            self.service_prefix,
+            self.engine.url.render_as_string(hide_password=True),
+            extra=ecs("service.start", "success"),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        t0 = time.monotonic()
+        try:
+            await stop.wait()
+        finally:
+            server.stop()
+            await server.close_all_connections()
+            self.engine.dispose()
+            log.info(
+                "HEROES service stopped after %.0fs",
+                time.monotonic() - t0,
+                extra=ecs("service.stop", "success"),
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ..dbutil import DatabaseSchemaMismatch
+
+    app = HeroesService.instance()
+    try:
+        app.initialize(argv)
+    except DatabaseSchemaMismatch as e:
+        log.critical("%s", e, extra=ecs("service.start", "failure", reason="schema_mismatch"))
+        print(str(e), file=sys.stderr)
+        sys.exit(1)
+    app.start()
