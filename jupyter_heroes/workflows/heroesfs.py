@@ -3,10 +3,9 @@
 Every instance gets its own directory under the cluster's scratch root::
 
     <scratch_root>/<organization>/<project>/<user>/<instance id>/
-        <step>/                 working directory of each step (outputs land here)
-        <step>/inputs/          staged input files
+        work/                   working directory shared by the steps: staged inputs and outputs
         logs/                   stdout/stderr of every step and the EAR plugin's CSVs (HEROES_LOGS_PATH)
-        .heroes/                scripts and exit-code files written by the scheduler
+        work/.heroes/           batch scripts written by the scheduler
 
 Names are sanitised (lowercase letters, digits, ``-`` ``_`` ``.``, no leading dot) so a user name or a
 project name can never add a path segment, and every path handed out is checked to stay below the
@@ -87,14 +86,17 @@ class InstanceDirs:
     def control(self) -> str:
         return posixpath.join(self.root, ".heroes")
 
-    def step(self, step: str) -> str:
-        return confine(self.root, sanitize(step, "step"))
-
-    def step_inputs(self, step: str) -> str:
-        return posixpath.join(self.step(step), "inputs")
+    @property
+    def work(self) -> str:
+        return posixpath.join(self.root, "work")
 
     def path(self, relative: str) -> str:
-        return confine(self.root, relative)
+        """A file of the instance's work directory (inputs land here, outputs are read from here)."""
+        return confine(self.work, relative)
 
-    def output(self, step: str, relative: str) -> str:
-        return confine(self.step(step), relative)
+    def log(self, step: str, stream: str = "out", array: bool = False) -> str:
+        """The stdout (``out``) or stderr (``err``) file of a step; ``%a`` is the array task index."""
+        if stream not in ("out", "err"):
+            raise ValueError("stream is 'out' or 'err'")
+        suffix = "-%a" if array else ""
+        return posixpath.join(self.logs, f"{sanitize(step, 'step')}{suffix}.{stream}")

@@ -12,8 +12,10 @@ def test_layout_and_sanitised_names():
     assert d.root.startswith("/scratch/heroes/orga-")  # "orgA" differs from its sanitised form: hashed suffix
     assert "/project-x-" in d.root and d.root.endswith(f"/alice/{IID}")
     assert d.logs == d.root + "/logs"
-    assert d.step("simulate") == d.root + "/simulate"
-    assert d.output("simulate", "out/final.txt") == d.root + "/simulate/out/final.txt"
+    assert d.work == d.root + "/work"
+    assert d.path("out/final.txt") == d.root + "/work/out/final.txt"
+    assert d.log("simulate") == d.root + "/logs/simulate.out"
+    assert d.log("sweep", "err", array=True) == d.root + "/logs/sweep-%a.err"
 
 
 @pytest.mark.parametrize(
@@ -24,7 +26,7 @@ def test_nothing_escapes(evil):
     with pytest.raises(PathEscapeError):
         d.path(evil)
     with pytest.raises(PathEscapeError):
-        d.output("step", evil)
+        confine(d.root, evil)
 
 
 def test_user_controlled_names_never_add_segments():

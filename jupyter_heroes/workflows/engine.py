@@ -1,0 +1,711 @@
+"""The workflow engine: from a submitted instance to finished jobs, without losing or duplicating one.
+
+Rules it keeps:
+
+1. **Persist before send.** :meth:`WorkflowEngine.create_instance` writes the instance and one job row
+   per step (state ``new``) and commits before anything reaches a cluster.
+2. **Mark, send, record.** Before a step is handed to the scheduler its row is committed as
+   ``submitting`` (with the job name ``h<instance>-<step>``); the scheduler's id is committed right after.
+   A crash in between leaves a ``submitting`` row with no id: :meth:`recover` asks the scheduler for
+   jobs of that name and adopts the one it finds instead of submitting again.
+3. **Dependencies on the scheduler.** All steps of an instance run on its cluster; a step's
+   ``depends_on`` becomes ``afterok`` on the earlier steps' job ids, so the whole DAG is handed over
+   at once and runs even while the service is down.
+4. **One poll per cluster.** :class:`ClusterMonitor` asks each cluster about all of its live jobs in one
+   batched poll per cycle (the scheduler turns it into one ``squeue`` plus at most one ``sacct``), with
+   jitter, and backs off while the cluster does not answer. A failed poll marks jobs ``unknown``;
+   it never marks them finished or failed.
+5. **Commit before every await**: database work happens in short synchronous transactions between
+   awaits, never across one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from traitlets import Float, Integer
+from traitlets.config import LoggingConfigurable
+
+from ..clusters.registry import backend_for
+from ..clusters.scheduler import JobState, Scheduler, SchedulerError, SubmitError
+from ..clusters.spec import JobSpec
+from ..clusters.transport import Transport, TransportError
+from ..dbutil import session_scope
+from ..orm import Cluster, Job, Organization, Project, User, WorkflowInstance, WorkflowTemplate, utcnow
+from .events import EventBus
+from .heroesfs import InstanceDirs
+from .staging import StageContext, Stager, StagingError
+from .templates import Template, load_template
+
+log = logging.getLogger("jupyter_heroes.workflows")
+
+#: job states stored in the database beyond the scheduler's (before it has an id)
+SUBMITTING = "submitting"
+FINAL_JOB_STATES = {s.value for s in JobState if s.final}
+LIVE_JOB_STATES = {s.value for s in JobState if not s.final} | {SUBMITTING}
+FINAL_INSTANCE_STATES = {"completed", "failed", "cancelled"}
+
+
+class WorkflowError(Exception):
+    """A request about a workflow cannot be carried out; ``reason`` is a short machine code."""
+
+    def __init__(self, message: str, reason: str = "workflow_error", status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.status = status
+
+
+def job_name(instance_id: str, step: str) -> str:
+    """The scheduler-side name of a step: how recovery finds a job whose id was never recorded."""
+    return f"h{instance_id}-{step}"
+
+
+def instance_state(jobs: list[Job], cancel_requested: bool = False) -> str:
+    """The state of an instance from its jobs' states."""
+    states = [j.state for j in jobs]
+    if states and all(s == JobState.COMPLETED.value for s in states):
+        return "completed"
+    if all(s in FINAL_JOB_STATES for s in states):
+        return (
+            "cancelled"
+            if cancel_requested or all(s == JobState.CANCELLED.value for s in states)
+            else "failed"
+        )
+    if any(
+        s in FINAL_JOB_STATES and s not in (JobState.COMPLETED.value, JobState.CANCELLED.value)
+        for s in states
+    ):
+        return "failing"  # a step failed; the rest are being cancelled or will never start
+    if any(s in (JobState.RUNNING.value, JobState.COMPLETING.value) for s in states):
+        return "running"
+    if any(s == SUBMITTING or s == JobState.NEW.value for s in states):
+        return "submitting"
+    return "queued"
+
+
+class BackendPool:
+    """One transport + scheduler per cluster, kept for the cluster's lifetime (the transport holds
+    the pooled SSH connection). *key_loader* returns a cluster's decrypted private key."""
+
+    def __init__(self, key_loader: Callable[[Cluster], str | None] | None = None, **config: Any) -> None:
+        self.key_loader = key_loader or (lambda c: None)
+        self.config = config
+        self._backends: dict[int, tuple[Transport, Scheduler]] = {}
+
+    def get(self, cluster: Cluster) -> tuple[Transport, Scheduler]:
+        if cluster.id not in self._backends:
+            self._backends[cluster.id] = backend_for(cluster, self.key_loader(cluster), **self.config)
+        return self._backends[cluster.id]
+
+    def scheduler(self, cluster: Cluster) -> Scheduler:
+        return self.get(cluster)[1]
+
+    def forget(self, cluster_id: int) -> None:
+        pair = self._backends.pop(cluster_id, None)
+        if pair:
+            asyncio.ensure_future(pair[0].close())
+
+    async def close(self) -> None:
+        pairs, self._backends = list(self._backends.values()), {}
+        for transport, _ in pairs:
+            with contextlib.suppress(Exception):
+                await transport.close()
+
+
+@dataclass
+class PollStats:
+    cluster_id: int
+    jobs: int = 0
+    changed: int = 0
+    unknown: int = 0
+    seconds: float = 0.0
+    commands: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class WorkflowEngine(LoggingConfigurable):
+    """Submits, watches, cancels and recovers workflow instances."""
+
+    poll_interval = Float(
+        5.0,
+        config=True,
+        help="""Seconds between two polls of one cluster (each poll asks about all of that cluster's live
+        jobs at once). Each wait is randomised by ±poll_jitter.""",
+    )
+    poll_jitter = Float(
+        0.2,
+        config=True,
+        help="Fraction (0-1) by which each poll interval is randomly shortened or lengthened, so clusters are not polled in lockstep.",
+    )
+    max_poll_backoff = Float(
+        120.0,
+        config=True,
+        help="""Longest wait, in seconds, between polls of a cluster that does not answer; the wait doubles
+        from poll_interval after each failed poll and returns to poll_interval after a good one.""",
+    )
+    log_tail_bytes = Integer(
+        65536,
+        config=True,
+        help="At most this many bytes from the end of a step's stdout/stderr are returned by tail().",
+    )
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        backends: BackendPool,
+        stager: Stager | None = None,
+        events: EventBus | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.session_factory = session_factory
+        self.backends = backends
+        self.stager = stager
+        self.events = events or EventBus()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._monitors: dict[int, asyncio.Task] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+        self._cancel_requested: set[str] = set()
+        self._running = False
+
+    # --- creating and launching ----------------------------------------------------------------------
+    def create_instance(
+        self,
+        session: Session,
+        *,
+        org: Organization,
+        user: User,
+        template_row: WorkflowTemplate,
+        params: dict[str, Any] | None,
+        cluster: Cluster,
+        queue: str = "",
+        project_id: int | None = None,
+        admin: bool = False,
+    ) -> WorkflowInstance:
+        """Validate and persist an instance with one ``new`` job per step. The caller commits."""
+        if template_row.org_id != org.id or cluster.org_id != org.id:
+            raise WorkflowError("template or cluster not found in your organization", "not_found", 404)
+        if template_row.state != "active":
+            raise WorkflowError(
+                f"template {template_row.name} v{template_row.version} is retired", "template_retired", 409
+            )
+        if not cluster.enabled:
+            raise WorkflowError(f"cluster {cluster.name} is disabled by its admin", "cluster_disabled", 409)
+        template = load_template(template_row.spec)
+        values = template.resolve(params, admin=admin)
+        for step in template.steps:  # validate every rendered piece now, not at submission time
+            template.render_list(step.inputs, values)
+            template.render_list(step.outputs, values)
+            template.array_size(step, values)
+        inst = WorkflowInstance(
+            org_id=org.id,
+            user_id=user.id,
+            project_id=project_id,
+            template_id=template_row.id,
+            cluster_id=cluster.id,
+            params=values,
+            state="submitting",
+        )
+        session.add(inst)
+        session.flush()
+        for step in template.order():
+            session.add(
+                Job(
+                    instance_id=inst.id,
+                    step=step.name,
+                    cluster_id=cluster.id,
+                    queue=queue,
+                    state=JobState.NEW.value,
+                )
+            )
+        session.flush()
+        return inst
+
+    def _lock(self, instance_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(instance_id, asyncio.Lock())
+
+    async def launch(self, instance_id: str) -> None:
+        """Hand every step that is still ``new`` to the scheduler (with afterok on earlier steps)."""
+        async with self._lock(instance_id):
+            await self._launch(instance_id)
+        self._ensure_monitor_for(instance_id)
+
+    async def _launch(self, instance_id: str) -> None:
+        with session_scope(self.session_factory) as s:
+            inst = s.get(WorkflowInstance, instance_id)
+            if inst is None or inst.state in FINAL_INSTANCE_STATES:
+                return
+            ctx = self._context(s, inst)
+        template: Template = ctx["template"]
+        values = ctx["values"]
+        transport, scheduler = self.backends.get(ctx["cluster"])
+        dirs: InstanceDirs = ctx["dirs"]
+        stage_ctx = StageContext(ctx["org"].name, ctx["user"].name, instance_id, dirs)
+        try:
+            for d in (dirs.work, dirs.logs):
+                await transport.makedirs(d)
+        except TransportError as e:
+            self.log.warning("cannot create the directories of %s yet (%s); will retry", instance_id, e)
+            return
+        for step in template.order():
+            with session_scope(self.session_factory) as s:
+                job = s.scalars(
+                    select(Job).where(Job.instance_id == instance_id, Job.step == step.name)
+                ).one()
+                if job.state != JobState.NEW.value:
+                    continue
+                deps = {
+                    j.step: j
+                    for j in s.scalars(
+                        select(Job).where(Job.instance_id == instance_id, Job.step.in_(step.depends_on))
+                    )
+                }
+                bad = [
+                    d
+                    for d in deps.values()
+                    if d.state in FINAL_JOB_STATES and d.state != JobState.COMPLETED.value
+                ]
+                if bad:
+                    job.state = JobState.CANCELLED.value
+                    job.reason = f"not started: step {bad[0].step} ended {bad[0].state}"
+                    job.finished = utcnow()
+                    self._publish_job(ctx["org"].id, instance_id, job)
+                    continue
+                missing = [
+                    d for d in deps.values() if not d.scheduler_job_id and d.state != JobState.COMPLETED.value
+                ]
+                if missing:
+                    return  # an earlier step has no id yet (recovery will come back)
+                afterok = [d.scheduler_job_id for d in deps.values() if d.state != JobState.COMPLETED.value]
+                queue = job.queue
+            # stage inputs, then mark, send, record
+            inputs = template.render_list(step.inputs, values)
+            if inputs:
+                if self.stager is None:
+                    await self._fail_job(
+                        instance_id, step.name, "this platform has no storage configured for inputs"
+                    )
+                    return
+                try:
+                    await self.stager.stage_in(stage_ctx, transport, inputs)
+                except (StagingError, TransportError) as e:
+                    if getattr(e, "transient", False):
+                        self.log.warning(
+                            "staging inputs of %s/%s failed, will retry: %s", instance_id, step.name, e
+                        )
+                        return
+                    await self._fail_job(instance_id, step.name, f"staging inputs failed: {e}")
+                    return
+            spec = self._spec(ctx, step, queue, afterok)
+            with session_scope(self.session_factory) as s:
+                job = s.scalars(
+                    select(Job).where(Job.instance_id == instance_id, Job.step == step.name)
+                ).one()
+                job.state = SUBMITTING
+                job.submitted = utcnow()
+            try:
+                job_id = await scheduler.submit(spec)
+            except SubmitError as e:
+                if e.maybe_submitted or e.transient:
+                    # the answer was lost or the cluster is away: recovery decides (by job name) later
+                    self.log.warning(
+                        "submission of %s/%s uncertain (%s); will reconcile", instance_id, step.name, e
+                    )
+                    return
+                await self._fail_job(instance_id, step.name, e.message)
+                return
+            with session_scope(self.session_factory) as s:
+                job = s.scalars(
+                    select(Job).where(Job.instance_id == instance_id, Job.step == step.name)
+                ).one()
+                job.scheduler_job_id = job_id
+                job.state = JobState.QUEUED.value
+                self._publish_job(ctx["org"].id, instance_id, job)
+                self._update_instance(s, instance_id)
+
+    def _context(self, s: Session, inst: WorkflowInstance) -> dict[str, Any]:
+        trow = s.get(WorkflowTemplate, inst.template_id)
+        cluster = s.get(Cluster, inst.cluster_id)
+        org = s.get(Organization, inst.org_id)
+        user = s.get(User, inst.user_id)
+        if trow is None or cluster is None or org is None or user is None:
+            raise WorkflowError(
+                f"instance {inst.id} refers to a deleted template, cluster or user", "orphaned", 409
+            )
+        project = None
+        if inst.project_id is not None:
+            p = s.get(Project, inst.project_id)
+            project = p.name if p else None
+        template = load_template(trow.spec)
+        scratch = cluster.scratch_root or ""
+        if not scratch:
+            scratch = self.backends.scheduler(cluster).scratch_root
+        dirs = InstanceDirs.for_instance(scratch, org.name, project, user.name, inst.id)
+        return {
+            "template": template,
+            "template_row": trow,
+            "values": dict(inst.params),
+            "cluster": cluster,
+            "org": org,
+            "user": user,
+            "dirs": dirs,
+        }
+
+    def _spec(self, ctx: dict[str, Any], step: Any, queue: str, afterok: list[str]) -> JobSpec:
+        template: Template = ctx["template"]
+        values = ctx["values"]
+        dirs: InstanceDirs = ctx["dirs"]
+        inst_id = dirs.root.rsplit("/", 1)[-1]
+        n = template.array_size(step, values)
+        env = {
+            "HEROES_TEMPLATE_WORKFLOW_ID": str(ctx["template_row"].id),
+            "HEROES_INSTANCE_WORKFLOW_ID": inst_id,
+            "HEROES_USER_ID": ctx["user"].name,
+            "HEROES_ORGANIZATION_NAME": ctx["org"].name,
+            "HEROES_ORGANIZATION_ID": str(ctx["org"].id),
+            "HEROES_LOGS_PATH": dirs.logs,
+            "HEROES_STEP": step.name,
+            **template.environment(values),
+        }
+        r = step.resources
+        return JobSpec(
+            name=job_name(inst_id, step.name),
+            comment=f"heroes instance={inst_id} step={step.name}",
+            command=template.render_argv(step, values),
+            workdir=dirs.work,
+            env=env,
+            stdout=dirs.log(step.name, "out", array=n is not None),
+            stderr=dirs.log(step.name, "err", array=n is not None),
+            partition=queue,
+            nodes=r.nodes,
+            ntasks=r.tasks,
+            cpus_per_task=r.cpus_per_task,
+            mem_mb=r.memory_mb,
+            gpus=r.gpus,
+            walltime_s=r.walltime_s,
+            array=f"0-{n - 1}" if n else "",
+            afterok=afterok,
+            container_image=step.container or "",
+        )
+
+    async def _fail_job(self, instance_id: str, step: str, reason: str) -> None:
+        with session_scope(self.session_factory) as s:
+            job = s.scalars(select(Job).where(Job.instance_id == instance_id, Job.step == step)).one()
+            job.state = JobState.FAILED.value
+            job.reason = reason
+            job.finished = utcnow()
+            inst = s.get(WorkflowInstance, instance_id)
+            self._publish_job(inst.org_id, instance_id, job)
+        await self._cancel_live(instance_id, f"step {step} failed")
+
+    # --- cancelling ---------------------------------------------------------------------------------
+    async def cancel(self, instance_id: str) -> None:
+        """Cancel every live step of an instance; steps not yet sent are marked cancelled."""
+        self._cancel_requested.add(instance_id)
+        async with self._lock(instance_id):
+            await self._cancel_live(instance_id, "cancelled by the user")
+
+    async def _cancel_live(self, instance_id: str, reason: str) -> None:
+        with session_scope(self.session_factory) as s:
+            inst = s.get(WorkflowInstance, instance_id)
+            if inst is None:
+                return
+            cluster = s.get(Cluster, inst.cluster_id)
+            ids = []
+            for job in inst.jobs:
+                if job.state in (JobState.NEW.value,):
+                    job.state = JobState.CANCELLED.value
+                    job.reason = f"not started: {reason}"
+                    job.finished = utcnow()
+                    self._publish_job(inst.org_id, instance_id, job)
+                elif job.state in LIVE_JOB_STATES and job.scheduler_job_id:
+                    ids.append(job.scheduler_job_id)
+            self._update_instance(s, instance_id)
+        if ids and cluster is not None:
+            try:
+                await self.backends.scheduler(cluster).cancel(ids)
+            except SchedulerError as e:
+                self.log.warning(
+                    "cancelling %s on %s failed (%s); the next poll will retry", ids, cluster.name, e
+                )
+        self._wake_monitor(inst.cluster_id)
+
+    # --- monitoring ---------------------------------------------------------------------------------
+    async def poll_cluster(self, cluster_id: int) -> PollStats:
+        """One batched poll of every live job on a cluster; updates states, accounting and outputs."""
+        stats = PollStats(cluster_id)
+        t0 = time.perf_counter()
+        with session_scope(self.session_factory) as s:
+            cluster = s.get(Cluster, cluster_id)
+            if cluster is None:
+                return stats
+            rows = s.execute(
+                select(Job.id, Job.scheduler_job_id, Job.state).where(
+                    Job.cluster_id == cluster_id, Job.state.in_(LIVE_JOB_STATES), Job.scheduler_job_id != ""
+                )
+            ).all()
+        if not rows:
+            return stats
+        transport, scheduler = self.backends.get(cluster)
+        before = transport.stats["run"]
+        stats.jobs = len(rows)
+        statuses = await scheduler.poll([r.scheduler_job_id for r in rows])
+        stats.commands = transport.stats["run"] - before
+        finished: list[int] = []
+        touched: set[str] = set()
+        with session_scope(self.session_factory) as s:
+            for r in rows:
+                st = statuses.get(r.scheduler_job_id)
+                if st is None:
+                    continue
+                if st.state is JobState.UNKNOWN:
+                    stats.unknown += 1
+                job = s.get(Job, r.id)
+                if job.state == st.state.value and job.reason == st.reason:
+                    continue
+                stats.changed += 1
+                job.state = st.state.value
+                job.reason = st.reason
+                if st.exit_code is not None:
+                    job.exit_code = st.exit_code
+                if st.state is JobState.RUNNING and job.started is None:
+                    job.started = utcnow()
+                if st.state.final:
+                    job.finished = utcnow()
+                    finished.append(job.id)
+                touched.add(job.instance_id)
+                self._publish_job(s.get(WorkflowInstance, job.instance_id).org_id, job.instance_id, job)
+            for iid in touched:
+                self._update_instance(s, iid)
+        if finished:
+            await self._finish_jobs(cluster_id, finished)
+        for iid in touched:
+            await self._after_change(iid)
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    async def _finish_jobs(self, cluster_id: int, job_ids: list[int]) -> None:
+        """Record accounting and copy outputs of jobs that just reached a final state."""
+        with session_scope(self.session_factory) as s:
+            cluster = s.get(Cluster, cluster_id)
+            jobs = [
+                (j.id, j.scheduler_job_id, j.instance_id, j.step, j.state)
+                for j in (s.get(Job, i) for i in job_ids)
+            ]
+        scheduler = self.backends.scheduler(cluster)
+        try:
+            acct = await scheduler.accounting([j[1] for j in jobs])
+        except SchedulerError as e:
+            self.log.warning("accounting of %d jobs on %s unavailable: %s", len(jobs), cluster.name, e)
+            acct = {}
+        with session_scope(self.session_factory) as s:
+            for jid, sid, *_ in jobs:
+                if sid in acct:
+                    s.get(Job, jid).accounting = acct[sid].to_dict()
+        for _jid, _sid, iid, step, state in jobs:
+            if state == JobState.COMPLETED.value:
+                await self._stage_out(iid, step)
+
+    async def _stage_out(self, instance_id: str, step_name: str) -> None:
+        if self.stager is None:
+            return
+        with session_scope(self.session_factory) as s:
+            ctx = self._context(s, s.get(WorkflowInstance, instance_id))
+        template: Template = ctx["template"]
+        outputs = template.render_list(template.step(step_name).outputs, ctx["values"])
+        if not outputs:
+            return
+        transport, _ = self.backends.get(ctx["cluster"])
+        try:
+            keys = await self.stager.stage_out(
+                StageContext(ctx["org"].name, ctx["user"].name, instance_id, ctx["dirs"]), transport, outputs
+            )
+        except (StagingError, TransportError) as e:
+            self.log.warning("staging outputs of %s/%s failed: %s", instance_id, step_name, e)
+            keys = []
+            with session_scope(self.session_factory) as s:
+                job = s.scalars(
+                    select(Job).where(Job.instance_id == instance_id, Job.step == step_name)
+                ).one()
+                job.reason = f"outputs not copied back: {e}"
+        with session_scope(self.session_factory) as s:
+            job = s.scalars(select(Job).where(Job.instance_id == instance_id, Job.step == step_name)).one()
+            job.accounting = {**(job.accounting or {}), "outputs": keys}
+
+    async def _after_change(self, instance_id: str) -> None:
+        with session_scope(self.session_factory) as s:
+            inst = s.get(WorkflowInstance, instance_id)
+            state = inst.state if inst else None
+            pending_new = inst is not None and any(j.state == JobState.NEW.value for j in inst.jobs)
+        if state == "failing":
+            async with self._lock(instance_id):
+                await self._cancel_live(instance_id, "an earlier step failed")
+        elif pending_new and state not in FINAL_INSTANCE_STATES:
+            await self.launch(instance_id)
+
+    def _update_instance(self, s: Session, instance_id: str) -> None:
+        inst = s.get(WorkflowInstance, instance_id)
+        if inst is None:
+            return
+        s.flush()
+        new = instance_state(list(inst.jobs), instance_id in self._cancel_requested)
+        if new != inst.state:
+            inst.state = new
+            self.events.publish(
+                {"type": "instance", "instance": instance_id, "org_id": inst.org_id, "state": new}
+            )
+
+    def _publish_job(self, org_id: int, instance_id: str, job: Job) -> None:
+        self.events.publish(
+            {
+                "type": "job",
+                "instance": instance_id,
+                "org_id": org_id,
+                "step": job.step,
+                "state": job.state,
+                "reason": job.reason,
+                "job_id": job.scheduler_job_id,
+                "exit_code": job.exit_code,
+            }
+        )
+
+    # --- recovery -----------------------------------------------------------------------------------
+    async def recover(self) -> dict[str, int]:
+        """Reconcile every unfinished instance after a (re)start. Returns counts of what was done."""
+        counts = {"adopted": 0, "resubmitted": 0, "duplicates_cancelled": 0, "instances": 0}
+        with session_scope(self.session_factory) as s:
+            todo = [
+                (j.id, j.instance_id, j.step, j.cluster_id)
+                for j in s.scalars(select(Job).where(Job.state == SUBMITTING, Job.scheduler_job_id == ""))
+            ]
+            instances = list(
+                s.scalars(
+                    select(WorkflowInstance.id).where(WorkflowInstance.state.not_in(FINAL_INSTANCE_STATES))
+                )
+            )
+        for jid, iid, step, cluster_id in todo:
+            with session_scope(self.session_factory) as s:
+                cluster = s.get(Cluster, cluster_id)
+            scheduler = self.backends.scheduler(cluster)
+            found = await scheduler.find_by_name(job_name(iid, step))
+            with session_scope(self.session_factory) as s:
+                job = s.get(Job, jid)
+                if found:
+                    job.scheduler_job_id = found[0]
+                    job.state = JobState.QUEUED.value
+                    job.reason = "adopted after a restart"
+                    counts["adopted"] += 1
+                else:
+                    job.state = JobState.NEW.value  # never reached the scheduler: safe to send
+                    counts["resubmitted"] += 1
+            if len(found) > 1:  # should not happen; never leave a twin running
+                await scheduler.cancel(found[1:])
+                counts["duplicates_cancelled"] += len(found) - 1
+        for iid in instances:
+            counts["instances"] += 1
+            await self.launch(iid)
+        with session_scope(self.session_factory) as s:
+            cluster_ids = set(s.scalars(select(Job.cluster_id).where(Job.state.in_(LIVE_JOB_STATES))))
+        for cid in cluster_ids:
+            if cid is not None:
+                await self.poll_cluster(cid)
+        return counts
+
+    # --- background monitors ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Recover, then keep one monitor task per cluster with live jobs."""
+        self._running = True
+        await self.recover()
+        with session_scope(self.session_factory) as s:
+            cluster_ids = set(s.scalars(select(Job.cluster_id).where(Job.state.in_(LIVE_JOB_STATES))))
+        for cid in cluster_ids:
+            if cid is not None:
+                self._ensure_monitor(cid)
+
+    async def stop(self) -> None:
+        self._running = False
+        tasks = list(self._monitors.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._monitors.clear()
+
+    def _ensure_monitor_for(self, instance_id: str) -> None:
+        with session_scope(self.session_factory) as s:
+            inst = s.get(WorkflowInstance, instance_id)
+            cid = inst.cluster_id if inst else None
+        if cid is not None:
+            self._ensure_monitor(cid)
+
+    def _ensure_monitor(self, cluster_id: int) -> None:
+        if not self._running:
+            return
+        task = self._monitors.get(cluster_id)
+        if task is None or task.done():
+            self._wake[cluster_id] = asyncio.Event()
+            self._monitors[cluster_id] = asyncio.ensure_future(self._monitor(cluster_id))
+
+    def _wake_monitor(self, cluster_id: int | None) -> None:
+        if cluster_id in self._wake:
+            self._wake[cluster_id].set()
+
+    async def _monitor(self, cluster_id: int) -> None:
+        delay = self.poll_interval
+        while self._running:
+            try:
+                stats = await self.poll_cluster(cluster_id)
+            except Exception:  # a bug or a dead database must not kill the monitor silently
+                self.log.exception("poll of cluster %s failed", cluster_id)
+                stats = PollStats(cluster_id, jobs=1, unknown=1)
+            if stats.jobs == 0:
+                self._monitors.pop(cluster_id, None)
+                return
+            delay = (
+                min(delay * 2, self.max_poll_backoff) if stats.unknown == stats.jobs else self.poll_interval
+            )
+            wait = delay * (1 + random.uniform(-self.poll_jitter, self.poll_jitter))
+            event = self._wake.get(cluster_id)
+            if event is None:
+                await asyncio.sleep(wait)
+            else:
+                event.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), wait)
+
+    # --- logs ---------------------------------------------------------------------------------------
+    async def tail(self, instance_id: str, step: str, stream: str = "out", task: int | None = None) -> str:
+        """The end of a step's stdout or stderr (at most log_tail_bytes)."""
+        with session_scope(self.session_factory) as s:
+            inst = s.get(WorkflowInstance, instance_id)
+            if inst is None:
+                raise WorkflowError("no such workflow instance", "not_found", 404)
+            ctx = self._context(s, inst)
+        template: Template = ctx["template"]
+        try:
+            st = template.step(step)
+        except KeyError:
+            raise WorkflowError(f"this workflow has no step {step!r}", "not_found", 404) from None
+        is_array = st.array is not None
+        path = ctx["dirs"].log(step, stream, array=is_array)
+        if is_array:
+            path = path.replace("%a", str(task or 0))
+        transport, _ = self.backends.get(ctx["cluster"])
+        try:
+            result = await transport.run(["tail", "-c", str(self.log_tail_bytes), path], timeout=30)
+        except TransportError as e:
+            raise WorkflowError(f"the cluster did not answer: {e}", "cluster_unavailable", 503) from e
+        if not result.ok:
+            return ""
+        return result.stdout
