@@ -37,7 +37,7 @@ from .candidates import CandidateQueue, Exclusion, Requirements, WaitEstimate, c
 from .carbon import CarbonError, Intensity, IntensityTable, carbon_kg, default_table
 from .cost import CurrencyRates, Offer, PriceError, Usage, default_rates, nodes_needed, parse_amount
 from .energy import ESTIMATED, J_PER_KWH, MEASURED, MeasuredPower
-from .ranking import DecisionError, Policy, UserChoice, rank, resolve_strategy
+from .ranking import DecisionError, Policy, UserChoice, rank_arrays, resolve_strategy
 
 VARIANTS = ("low", "point", "high")
 
@@ -340,15 +340,27 @@ def decide(
         else:
             ok_rows.append(row)
 
-    ranked = pd.DataFrame(ok_rows)
-    if len(ranked):
-        ranked = rank(ranked, strategy, weights, currency)
-        ranked["why"] = [
-            "; ".join([w, *warn]) for w, warn in zip(ranked["why"], ranked["_warn"], strict=True)
-        ]
-        ranked["status"] = "ranked"
-    frames = [f for f in (ranked, pd.DataFrame(limit_rows), _excluded_frame(excluded, currency)) if len(f)]
-    out = _finish(pd.concat(frames, ignore_index=True) if frames else _excluded_frame([], currency))
+    if ok_rows:
+        r = rank_arrays(
+            [row["key"] for row in ok_rows],
+            {c: np.array([row[RANK_COLUMN[c]] for row in ok_rows], dtype=float) for c in RANK_COLUMN},
+            strategy,
+            weights,
+            currency,
+        )
+        for i, row in enumerate(ok_rows):
+            row.update(
+                status="ranked",
+                score=float(r.score[i]),
+                rank=int(r.rank[i]),
+                why="; ".join([r.why[i], *row["_warn"]]),
+            )
+        ok_rows = [ok_rows[i] for i in r.order]
+    excluded_rows = [
+        {"key": e.key, "cluster": e.cluster, "queue": e.queue, "status": e.kind, "why": "; ".join(e.reasons)}
+        for e in excluded
+    ]
+    out = _frame([*ok_rows, *limit_rows, *excluded_rows], currency)
     if runtimes:
         notes.append(
             "runtimes predicted by "
@@ -357,8 +369,8 @@ def decide(
 
     rec = None
     message = ""
-    if len(ranked):
-        top = ranked.iloc[0]
+    if ok_rows:
+        top = ok_rows[0]
         rec = Recommendation(
             cluster=top["cluster"],
             queue=top["queue"],
@@ -556,45 +568,38 @@ COLUMNS = [
 ]
 
 
-def _excluded_frame(excluded: list[Exclusion], currency: str) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "key": e.key,
-                "cluster": e.cluster,
-                "queue": e.queue,
-                "status": e.kind,
-                "why": "; ".join(e.reasons),
-                "currency": currency,
-            }
-            for e in excluded
-        ],
-        columns=["key", "cluster", "queue", "status", "why", "currency"],
-    )
+RANK_COLUMN = {"time": "end_s", "cost": "cost_value", "energy": "energy_kwh", "carbon": "co2e_kg"}
+FLOAT_COLUMNS = (
+    "score",
+    "runtime_s",
+    "runtime_low_s",
+    "runtime_high_s",
+    "energy_kwh",
+    "energy_low_kwh",
+    "energy_high_kwh",
+    "co2e_kg",
+    "co2e_low_kg",
+    "co2e_high_kg",
+    "pue",
+    "intensity_g_per_kwh",
+)
+TIME_COLUMNS = ("expected_start", "expected_end", "expected_end_low", "expected_end_high")
 
 
-def _finish(df: pd.DataFrame) -> pd.DataFrame:
+def _frame(rows: list[dict[str, Any]], currency: str) -> pd.DataFrame:
+    """The decision table from row dicts, built once, with stable dtypes: floats (NaN when unknown),
+    nullable integers for rank and pending jobs, UTC timestamps, Decimal or None for money."""
+    cols: dict[str, Any] = {}
     for col in COLUMNS:
-        if col not in df.columns:
-            df[col] = None
-    df = df[COLUMNS].copy()
-    df["rank"] = df["rank"].astype("Int64")
-    for col in (
-        "score",
-        "runtime_s",
-        "runtime_low_s",
-        "runtime_high_s",
-        "energy_kwh",
-        "energy_low_kwh",
-        "energy_high_kwh",
-        "co2e_kg",
-        "co2e_low_kg",
-        "co2e_high_kg",
-        "pue",
-        "intensity_g_per_kwh",
-    ):
-        df[col] = df[col].astype(float)
-    df["pending_jobs"] = df["pending_jobs"].astype("Int64")
-    for col in ("cost", "cost_low", "cost_high"):  # Decimal, or None where unknown
-        df[col] = [v if isinstance(v, Decimal) else None for v in df[col]]
-    return df.reset_index(drop=True)
+        vals = [row.get(col) for row in rows]
+        if col in FLOAT_COLUMNS:
+            cols[col] = np.array([math.nan if v is None else v for v in vals], dtype=float)
+        elif col in ("rank", "pending_jobs"):
+            cols[col] = pd.array(vals, dtype="Int64")
+        elif col in TIME_COLUMNS:
+            cols[col] = pd.DatetimeIndex([pd.NaT if v is None else v for v in vals], tz="UTC")
+        elif col == "currency":
+            cols[col] = [currency] * len(rows)
+        else:
+            cols[col] = pd.array(vals, dtype=object)
+    return pd.DataFrame(cols, columns=COLUMNS)

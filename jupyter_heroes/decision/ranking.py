@@ -181,45 +181,75 @@ def fmt_duration(seconds: float) -> str:
     return f"{d} d {h} h"
 
 
-def rank(df: pd.DataFrame, strategy: str, weights: Mapping[str, float], currency: str) -> pd.DataFrame:
-    """Add ``score``, ``rank`` (1 = recommended) and ``why`` to *df* (rows of feasible candidates with
-    the columns ``key``, ``end_s``, ``cost_value``, ``energy_kwh``, ``co2e_kg``); returns a copy sorted
-    by rank."""
+@dataclass(frozen=True)
+class Ranking:
+    """Result of :func:`rank_arrays`: per input row its score, rank (1 = best) and why; ``order``
+    lists the row indices best first."""
+
+    score: np.ndarray
+    rank: np.ndarray
+    why: list[str]
+    order: np.ndarray
+
+
+def rank_arrays(
+    keys: list[str],
+    values: Mapping[str, np.ndarray],
+    strategy: str,
+    weights: Mapping[str, float],
+    currency: str,
+) -> Ranking:
+    """Score and rank candidates from one array per criterion (``values["time"]`` = seconds to the
+    expected end, ``"cost"`` in *currency*, ``"energy"`` kWh, ``"carbon"`` kg CO2e; NaN = unknown)."""
     check_strategy(strategy)
-    df = df.copy()
-    n = len(df)
-    if n == 0:
-        return df.assign(
-            score=pd.Series(dtype=float), rank=pd.Series(dtype="Int64"), why=pd.Series(dtype=str)
-        )
-    norm = {c: normalise(df[COLUMN[c]].to_numpy(dtype=float)) for c in CRITERIA}
+    n = len(keys)
+    vals = {c: np.asarray(values[c], dtype=float) for c in CRITERIA}
+    norm = {c: normalise(vals[c]) for c in CRITERIA}
     equal = sum(norm.values()) / len(CRITERIA)
     if strategy == "weighted":
         total = sum(weights.values())
         score = sum(norm[c] * (weights[c] / total) for c in CRITERIA)
     else:
-        score = norm[STRATEGY_CRITERION[strategy]]
-    order = np.lexsort((df["key"].to_numpy(dtype=str), equal, score))
+        score = norm[STRATEGY_CRITERION[strategy]].copy()
+    score = np.round(np.asarray(score, dtype=float), 6)
+    order = np.lexsort((np.array(keys, dtype=str), equal, score)) if n else np.array([], dtype=int)
     ranks = np.empty(n, dtype=int)
     ranks[order] = np.arange(1, n + 1)
-    df["score"] = np.round(score, 6)
-    df["rank"] = pd.array(ranks, dtype="Int64")
-    df["why"] = _explain(df, norm, order, strategy, weights, currency)
+    whys = _explain(keys, vals, norm, score, order, strategy, weights, currency) if n else []
+    return Ranking(score, ranks, whys, order)
+
+
+def rank(df: pd.DataFrame, strategy: str, weights: Mapping[str, float], currency: str) -> pd.DataFrame:
+    """Add ``score``, ``rank`` (1 = recommended) and ``why`` to *df* (rows of feasible candidates with
+    the columns ``key``, ``end_s``, ``cost_value``, ``energy_kwh``, ``co2e_kg``); returns a copy sorted
+    by rank."""
+    check_strategy(strategy)
+    r = rank_arrays(
+        list(df["key"]),
+        {c: df[COLUMN[c]].to_numpy(dtype=float) for c in CRITERIA},
+        strategy,
+        weights,
+        currency,
+    )
+    df = df.copy()
+    df["score"] = r.score
+    df["rank"] = pd.array(r.rank, dtype="Int64")
+    df["why"] = pd.Series(r.why, index=df.index, dtype=object)
     return df.sort_values("rank", kind="stable")
 
 
 def _explain(
-    df: pd.DataFrame,
+    keys: list[str],
+    vals: dict[str, np.ndarray],
     norm: dict[str, np.ndarray],
+    score: np.ndarray,
     order: np.ndarray,
     strategy: str,
     weights: Mapping[str, float],
     currency: str,
 ) -> list[str]:
-    n = len(df)
+    n = len(keys)
     best = order[0]
-    vals = {c: df[COLUMN[c]].to_numpy(dtype=float) for c in CRITERIA}
-    keys = df["key"].to_numpy(dtype=str)
     whys: list[str] = []
     for i in range(n):
         if strategy == "weighted":
@@ -228,7 +258,7 @@ def _explain(
             for c in used:
                 r = 1 + int(np.sum(norm[c] < norm[c][i]))
                 pos.append(f"{_ordinal(r)} on {c}")
-            head = "best weighted score" if i == best else f"weighted score {df['score'].iloc[i]:.2f}"
+            head = "best weighted score" if i == best else f"weighted score {score[i]:.2f}"
             whys.append(f"{head} ({', '.join(pos)})")
             continue
         crit = STRATEGY_CRITERION[strategy]
