@@ -152,7 +152,8 @@ class Transport(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._semaphore: asyncio.Semaphore | None = None
-        #: counters by operation: ``stats["run"]`` is the number of commands started
+        #: counters by operation: ``stats["run"]`` is the number of commands started, ``stats["run:squeue"]``
+        #: the number of squeue commands (first word of the argv, without its directory)
         self.stats: Counter[str] = Counter()
 
     # --- public API --------------------------------------------------------------------------
@@ -235,6 +236,8 @@ class Transport(LoggingConfigurable):
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
         t = self.timeout if timeout is None else timeout
         self.stats[op] += 1
+        if what:
+            self.stats[f"{op}:{what.rsplit('/', 1)[-1]}"] += 1
         start = time.monotonic()
         outcome = "ok"
         try:
