@@ -683,7 +683,7 @@ class S3Storage(Storage):
         headers = {"Content-Type": content_type or "application/octet-stream"}
         headers.update({f"x-amz-meta-{k}": v for k, v in meta.items()})
 
-        def put_part(n: int, data: bytes, uid: str) -> None:
+        def put_part(n: int, data: bytearray, uid: str) -> None:
             digest = hashlib.md5(data).digest()
             etag = self._client._upload_part(bucket, key, data, None, uid, n).strip('"')
             if etag != digest.hex():
@@ -694,7 +694,7 @@ class S3Storage(Storage):
             md5s[n] = digest
             etags[n] = etag
 
-        async def start_part(data: bytes) -> None:
+        async def start_part(data: bytearray) -> None:
             nonlocal upload_id, part_no
             if upload_id is None:
                 upload_id = await self._call(
@@ -740,8 +740,10 @@ class S3Storage(Storage):
                 if progress:
                     progress(len(chunk))
                 while len(buf) > part_size:
-                    data = bytes(buf[:part_size])
-                    del buf[:part_size]
+                    # hand the filled buffer itself to the part upload (no copy of the part) and
+                    # carry the few bytes past the part boundary over to a new buffer
+                    data, buf = buf, buf[part_size:]
+                    del data[part_size:]
                     for f in [f for f in inflight if f.done() and not f.cancelled() and f.exception()]:
                         raise f.exception()  # type: ignore[misc]
                     await start_part(data)
@@ -776,8 +778,8 @@ class S3Storage(Storage):
                     )
                 return UploadResult(bucket, key, total, etag, digest, 1)
             if buf:
-                await start_part(bytes(buf))
-                buf.clear()
+                data, buf = buf, bytearray()
+                await start_part(data)
             await wait_inflight()
             parts = [Part(n, etags[n]) for n in sorted(etags)]
             done = await self._call(
