@@ -184,3 +184,13 @@ def test_instance_state_table():
     assert instance_state([J("cancelled"), J("cancelled")]) == "cancelled"
     assert instance_state([J("unknown"), J("queued")]) == "queued"  # unknown is never final
     assert instance_state([J(SUBMITTING), J("new")]) == "submitting"
+
+
+async def test_parameter_sweep_array_tasks_each_see_their_index(world):
+    iid = world.submit("parameter-sweep", {"points": 4, "x_min": 0.0, "x_max": 3.0})
+    await world.engine.launch(iid)
+    inst = await wait_final(world, iid)
+    assert inst.state == "completed", jobs_of(world, iid)
+    out = world.store / "orga" / "alice" / "results" / iid / "points"
+    points = sorted(json.loads(p.read_text())["x"] for p in out.glob("point-*.json"))
+    assert points == [0.0, 1.0, 2.0, 3.0]
