@@ -36,8 +36,9 @@ from .scheduler import (
     Scheduler,
     SchedulerError,
     first_line,
+    render_body,
 )
-from .slurm import map_state, render_body
+from .slurm import map_state
 from .spec import JOB_ID_RE, JobSpecError, parse_array
 
 _HELPER = os.path.abspath(_localjob.__file__)

@@ -17,6 +17,7 @@ import enum
 import logging
 import posixpath
 import secrets
+import shlex
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -562,6 +563,21 @@ class Scheduler(LoggingConfigurable):
                 f"test job {job_id} ended {st.state.value}; its output did not hold the expected token",
             )
         return CheckItem(name, "ok", f"test job {job_id} wrote {out}")
+
+
+def render_body(spec: JobSpec, container_runtime: str = "") -> list[str]:
+    """The script lines after the directives: quoted exports, then the quoted command."""
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in spec.env.items()]
+    argv = list(spec.command)
+    if spec.container_image:
+        if not container_runtime:
+            raise JobSpecError(
+                "container_image",
+                "this cluster has no container runtime (apptainer or singularity) configured",
+            )
+        argv = [container_runtime, "exec", spec.container_image, *argv]
+    lines.append(" ".join(shlex.quote(a) for a in argv))
+    return lines
 
 
 def first_line(text: str) -> str:

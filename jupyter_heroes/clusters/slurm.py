@@ -11,7 +11,6 @@ directives at the first command line of the script, a value that contains a newl
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +29,9 @@ from .scheduler import (
     SchedulerError,
     StepAccounting,
     first_line,
+    render_body,
 )
-from .spec import JOB_ID_RE, JobSpecError
+from .spec import JOB_ID_RE
 
 #: Slurm job state (``squeue %T``, ``sacct State``) -> JobState
 STATE_MAP: dict[str, JobState] = {
@@ -485,21 +485,6 @@ class SlurmScheduler(Scheduler):
                                runtime or "neither apptainer nor singularity is installed on the login node; container images cannot be used"))  # fmt: skip
         items.append(await self.check_job_runs())
         return items
-
-
-def render_body(spec: JobSpec, container_runtime: str = "") -> list[str]:
-    """The script lines after the directives: quoted exports, then the quoted command."""
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in spec.env.items()]
-    argv = list(spec.command)
-    if spec.container_image:
-        if not container_runtime:
-            raise JobSpecError(
-                "container_image",
-                "this cluster has no container runtime (apptainer or singularity) configured",
-            )
-        argv = [container_runtime, "exec", spec.container_image, *argv]
-    lines.append(" ".join(shlex.quote(a) for a in argv))
-    return lines
 
 
 def accounting_from_rows(rows: list[dict[str, Any]]) -> dict[str, JobAccounting]:

@@ -341,6 +341,20 @@ class SSHTransport(Transport):
 
             self._executor().submit(close)
 
+    async def disconnect(self) -> None:
+        """Close the connection now (the next operation reconnects); the thread pool stays."""
+        client, self._client = self._client, None
+        sftp, self._sftp = self._sftp, None
+        if client is not None:
+
+            def close() -> None:
+                with self._sftp_lock:
+                    if sftp is not None:
+                        sftp.close()
+                client.close()
+
+            await self._blocking(close)
+
     async def close(self) -> None:
         client, self._client = self._client, None
         sftp, self._sftp = self._sftp, None
