@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from jupyter_heroes import orm
 from jupyter_heroes.decision.candidates import (
+    DEFAULT_PUE,
     CandidateError,
     Requirements,
     SbatchTestOnlyEstimator,
@@ -27,6 +31,7 @@ from jupyter_heroes.decision.candidates import (
     split_feasible,
     validate_site,
 )
+from jupyter_heroes.decision.energy import GENERIC_TDP_PER_CORE_W
 from jupyter_heroes.workflows.templates import Resources, load_template
 
 NOW = datetime(2026, 11, 21, 21, 0, tzinfo=timezone.utc)
@@ -361,3 +366,13 @@ def test_requirements_from_dict():
         Requirements.from_dict({"input_gb": -1})
     with pytest.raises(ValueError, match="licences"):
         Requirements.from_dict({"licences": "ansys"})
+
+
+def test_site_examples_in_the_user_docs_are_valid():
+    doc = (Path(__file__).parents[2] / "docs" / "user" / "decision.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    assert len(blocks) == 2, "docs/user/decision.md lost its site examples"
+    for block in blocks:
+        validate_site(yaml.safe_load(block), "doc")
+    assert f"assumed at {DEFAULT_PUE}" in doc
+    assert f"assumed to draw {GENERIC_TDP_PER_CORE_W:g} W per core" in doc
