@@ -37,7 +37,7 @@ from .candidates import CandidateQueue, Exclusion, Requirements, WaitEstimate, c
 from .carbon import CarbonError, Intensity, IntensityTable, carbon_kg, default_table
 from .cost import CurrencyRates, Offer, PriceError, Usage, default_rates, nodes_needed, parse_amount
 from .energy import ESTIMATED, J_PER_KWH, MEASURED, MeasuredPower
-from .ranking import DecisionError, Policy, UserChoice, rank_arrays, resolve_strategy
+from .ranking import DecisionError, Policy, UserChoice, fmt_duration, rank_arrays, resolve_strategy
 
 VARIANTS = ("low", "point", "high")
 
@@ -427,9 +427,15 @@ def _evaluate(c: CandidateQueue, wait: WaitEstimate, ctx: _Context) -> dict[str,
     energy_j = np.zeros(3)
     jobs = 0
     mp = ctx.measured_power.get(c.key) or ctx.measured_power.get(c.cluster)
+    over: list[str] = []
     for step in order:
         r = step.resources
         per_task = rt[step.name] / c.relative_speed
+        if per_task[2] > r.walltime_s:
+            over.append(
+                f"step '{step.name}' may outrun its walltime {fmt_duration(r.walltime_s)} here "
+                f"(upper estimate {fmt_duration(per_task[2])})"
+            )
         n = arrays[step.name]
         waves = 1.0 if n == 1 else math.ceil(n / min(n, _slots(c, step)))
         start = np.maximum.reduce([finish[d] for d in step.depends_on]) if step.depends_on else np.zeros(3)
@@ -483,7 +489,7 @@ def _evaluate(c: CandidateQueue, wait: WaitEstimate, ctx: _Context) -> dict[str,
     co2 = carbon_kg(kwh, c.pue, intensity.g_per_kwh)
     start_at = max(wait.start, now).astimezone(timezone.utc)
     ends = [start_at + timedelta(seconds=float(s)) for s in makespan]
-    warn = [inote] if inote else []
+    warn = [*over, inote] if inote else over
     if not c.pue_declared:
         warn.append(f"PUE not declared: {c.pue:g} assumed")
     return {

@@ -123,7 +123,7 @@ class UserChoice:
     strategy: str | None = None
     weights: Mapping[str, float] | None = None
     deadline: datetime | None = None
-    budget: Decimal | None = None
+    budget: Decimal | str | int | None = None
     budget_currency: str | None = None
 
 

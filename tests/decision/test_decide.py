@@ -412,6 +412,16 @@ def test_a_broken_predictor_is_reported():
         run(predictor=Broken())
 
 
+def test_a_step_that_may_outrun_its_walltime_is_flagged():
+    p = StandInPredictor({"run": (3000.0, 3600.0, 16000.0)})  # upper estimate above the 4 h asked for
+    t = run(predictor=p).table.set_index("cluster")
+    assert (
+        "step 'run' may outrun its walltime 4 h 00 min here (upper estimate 4 h 26 min)"
+        in t.loc["frugal", "why"]
+    )
+    assert "may outrun" not in t.loc["sprint", "why"]  # 3x faster there: 5333 s
+
+
 def test_a_swapped_interval_is_widened_to_contain_the_point():
     p = StandInPredictor({"run": (5000.0, 3600.0, 1000.0)})
     row = run(predictor=p, candidates=designed()[2:3]).table.iloc[0]
