@@ -1,0 +1,679 @@
+"""Staging: copy a workflow instance's inputs from the object store to its directory on a cluster,
+and its outputs back, the way ``rclone copy --checksum`` would.
+
+- **Inputs** (:meth:`Stager.stage_in`): objects under a prefix of a bucket go to
+  ``<instance_dir>/<subdir>/<path relative to the prefix>``.
+- **Outputs** (:meth:`Stager.stage_out`): regular files under ``<instance_dir>/<subdir>`` go to
+  ``results/<instance>/<relative path>`` in a bucket (symlinks are never followed).
+
+For each file:
+
+1. **Skip** it if the destination already has the same size and the same SHA-256 (the object's
+   recorded ``heroes-sha256``, or its content; the file's checksum computed on the cluster if the
+   target can, else read back).
+2. **Resume**: an input is written to ``<file>.part`` with ``<file>.part.meta`` recording the source
+   object's ETag and size. If an earlier run was interrupted and the source is unchanged, the copy
+   continues from the ``.part`` file's size with a ranged, ETag-conditional read; otherwise it
+   starts over.
+3. **Verify**: the SHA-256 of the bytes received must match the object's recorded checksum (or the
+   MD5 ETag of a single-part object) and the checksum of the file as it landed on the cluster;
+   only then is ``.part`` renamed over the destination. Outputs are checked by the object store's
+   ETag (MD5 per part, computed on the server) and the file's checksum on the cluster. A mismatch
+   removes what was written and fails that file with :class:`IntegrityError`.
+
+At most ``parallel`` files move at once, each as a pipeline of at most ``queue_depth`` chunks, so
+memory stays bounded whatever the sizes. Every file produces a :class:`StagingEvent` stream
+(``start``, ``progress``, ``skip``, ``done``, ``error``) for the caller's ``on_event`` callback and
+one :class:`TransferRecord`, logged as an ECS document (file, bytes, seconds, outcome). Paths are
+confined under the instance directory: keys and relative paths are validated, and when the target
+can resolve symlinks, a destination whose directory resolves outside the instance directory is
+refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import json
+import logging
+import posixpath
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import names
+from .errors import Conflict, DataError, IntegrityError, InvalidName, InvalidRequest, NotFound
+from .storage import ObjectInfo, Storage
+from .target import FileTarget, TargetStat
+
+log = logging.getLogger("jupyter_heroes.data.staging")
+
+MiB = 1024 * 1024
+PART_SUFFIX = ".part"
+META_SUFFIX = ".part.meta"
+RESULTS_PREFIX = "results"
+_PLAIN_ETAG = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class StagingEvent:
+    kind: str  # start | progress | skip | done | error
+    direction: str  # in | out
+    file: str  # path relative to the instance sub-directory
+    bytes_done: int = 0
+    bytes_total: int = 0
+    message: str = ""
+
+
+@dataclass
+class TransferRecord:
+    """What happened to one file; :meth:`to_ecs` is the log document."""
+
+    direction: str
+    file: str
+    source: str
+    destination: str
+    size: int
+    outcome: str = "failed"  # copied | resumed | skipped | failed
+    bytes: int = 0  # bytes moved by this run
+    seconds: float = 0.0
+    sha256: str | None = None
+    resumed_from: int = 0
+    error: str | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != "failed"
+
+    def to_ecs(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "event": {
+                "action": f"data.stage_{self.direction}",
+                "outcome": "success" if self.ok else "failure",
+                "duration": int(self.seconds * 1e9),
+            },
+            "file": {"path": self.file, "size": self.size},
+            "heroes": {
+                "transfer": {
+                    "direction": self.direction,
+                    "source": self.source,
+                    "destination": self.destination,
+                    "outcome": self.outcome,
+                    "bytes": self.bytes,
+                    "seconds": round(self.seconds, 6),
+                    "sha256": self.sha256,
+                    "resumed_from": self.resumed_from,
+                }
+            },
+        }
+        if self.error:
+            doc["error"] = {"message": self.error, "code": self.reason}
+        return doc
+
+
+@dataclass
+class StagingReport:
+    direction: str
+    records: list[TransferRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def _count(self, *outcomes: str) -> int:
+        return sum(1 for r in self.records if r.outcome in outcomes)
+
+    @property
+    def copied(self) -> int:
+        return self._count("copied", "resumed")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("skipped")
+
+    @property
+    def failed(self) -> list[TransferRecord]:
+        return [r for r in self.records if not r.ok]
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.records)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "files": len(self.records),
+            "copied": self.copied,
+            "skipped": self.skipped,
+            "failed": len(self.failed),
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class StagingError(DataError):
+    """Some files could not be staged; ``report`` holds every file's record. ``transient`` if every
+    failure was (a lost connection, an unavailable store): running the staging again resumes."""
+
+    default_reason = "staging_failed"
+    default_status = 502
+
+    def __init__(self, report: StagingReport, errors: list[DataError]) -> None:
+        first = report.failed[0]
+        more = f" (and {len(report.failed) - 1} more)" if len(report.failed) > 1 else ""
+        super().__init__(
+            f"staging {report.direction} failed for {len(report.failed)} of {len(report.records)} files: "
+            f"{first.file}: {first.error}{more}",
+            reason=errors[0].reason if errors else None,
+            transient=bool(errors) and all(e.transient for e in errors),
+        )
+        self.report = report
+
+
+class Stager:
+    """Copies between one :class:`Storage` and one :class:`FileTarget`.
+
+    With *access* (a :class:`~jupyter_heroes.data.tenancy.DataAccess`) every bucket is checked
+    against the caller's rights and outputs must fit the quota before the first byte is written.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        target: FileTarget,
+        *,
+        access: Any = None,
+        parallel: int = 4,
+        queue_depth: int = 4,
+        chunk_size: int = 1 * MiB,
+        on_event: Callable[[StagingEvent], Any] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if parallel < 1 or queue_depth < 1 or chunk_size < 1:
+            raise ValueError("parallel, queue_depth and chunk_size must be at least 1")
+        self.storage = storage
+        self.target = target
+        self.access = access
+        self.parallel = parallel
+        self.queue_depth = queue_depth
+        self.chunk_size = chunk_size
+        self.on_event = on_event
+        self.log = logger or log
+
+    # --- plumbing -------------------------------------------------------------------------------
+    async def _emit(self, event: StagingEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            res = self.on_event(event)
+            if inspect.isawaitable(res):
+                await res
+        except Exception:  # a broken progress consumer must not break a transfer
+            self.log.exception("staging progress callback failed")
+
+    async def _stat_or_none(self, path: str) -> TargetStat | None:
+        try:
+            return await self.target.stat(path)
+        except FileNotFoundError:
+            return None
+
+    async def _remove_quietly(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError, OSError, DataError):
+            await self.target.remove(path)
+
+    async def _read_target(self, path: str) -> AsyncIterator[bytes]:
+        f = await self.target.open(path, "rb")
+        try:
+            while True:
+                data = await f.read(self.chunk_size)
+                if not data:
+                    return
+                yield data
+        finally:
+            await f.close()
+
+    async def _target_sha256(self, path: str) -> str:
+        checksum = getattr(self.target, "checksum", None)
+        if checksum is not None:
+            value = await checksum(path)
+            if value:
+                return value
+        h = hashlib.sha256()
+        async for chunk in self._read_target(path):
+            await asyncio.to_thread(h.update, chunk)
+        return h.hexdigest()
+
+    async def _real_root(self, root: str) -> str | None:
+        realpath = getattr(self.target, "realpath", None)
+        return await realpath(root) if realpath is not None else None
+
+    async def _check_confined(self, real_root: str | None, directory: str, rel: str) -> None:
+        """Refuse a destination whose directory resolves (through symlinks) outside the root."""
+        if real_root is None:
+            return
+        real = await self.target.realpath(directory)  # type: ignore[attr-defined]
+        if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+            raise InvalidName(
+                f"{rel}: its directory resolves outside the instance directory (a symlink?); refusing to write there"
+            )
+
+    def _record(self, rec: TransferRecord) -> None:
+        level = logging.INFO if rec.ok else logging.WARNING
+        self.log.log(
+            level,
+            "stage %s %s: %s (%d bytes in %.2fs)%s",
+            rec.direction,
+            rec.file,
+            rec.outcome,
+            rec.bytes,
+            rec.seconds,
+            f": {rec.error}" if rec.error else "",
+            extra={
+                "event.action": f"data.stage_{rec.direction}",
+                "event.outcome": "success" if rec.ok else "failure",
+                "event.duration": int(rec.seconds * 1e9),
+                "heroes.transfer": rec.to_ecs()["heroes"]["transfer"] | {"file": rec.file, "size": rec.size},
+            },
+        )
+
+    async def _run_all(
+        self, direction: str, jobs: list[tuple[TransferRecord, Callable[[TransferRecord], Any]]], check: bool
+    ) -> StagingReport:
+        report = StagingReport(direction)
+        sem = asyncio.Semaphore(self.parallel)
+        errors: list[DataError] = []
+        t0 = time.monotonic()
+
+        async def one(rec: TransferRecord, fn: Callable[[TransferRecord], Any]) -> None:
+            async with sem:
+                start = time.monotonic()
+                await self._emit(StagingEvent("start", direction, rec.file, 0, rec.size))
+                try:
+                    await fn(rec)
+                except DataError as e:
+                    rec.outcome, rec.error, rec.reason = "failed", e.message, e.reason
+                    errors.append(e)
+                except (OSError, ValueError) as e:  # the target refused (permissions, disk full...)
+                    rec.outcome, rec.error, rec.reason = "failed", f"{type(e).__name__}: {e}", "target_error"
+                    errors.append(DataError(rec.error, "target_error"))
+                finally:
+                    rec.seconds = time.monotonic() - start
+                    report.records.append(rec)
+                    self._record(rec)
+                kind = {"skipped": "skip", "failed": "error"}.get(rec.outcome, "done")
+                await self._emit(
+                    StagingEvent(kind, direction, rec.file, rec.bytes, rec.size, rec.error or "")
+                )
+
+        await asyncio.gather(*(one(r, fn) for r, fn in jobs))
+        report.records.sort(key=lambda r: r.file)
+        report.seconds = time.monotonic() - t0
+        if check and report.failed:
+            raise StagingError(report, errors)
+        return report
+
+    async def _pump(
+        self, source: AsyncIterator[bytes], sink: Callable[[bytes], Any], progress: Callable[[int], Any]
+    ) -> None:
+        """Move chunks from *source* to *sink* with up to ``queue_depth`` chunks in between, so reading
+        the next chunk overlaps writing the last one."""
+        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(self.queue_depth)
+
+        async def produce() -> None:
+            try:
+                async with contextlib.aclosing(source):  # type: ignore[type-var]
+                    async for chunk in source:
+                        await queue.put(chunk)
+            except Exception as e:  # handed to the consumer, which raises it
+                await queue.put(e)
+                return
+            await queue.put(None)
+
+        producer = asyncio.ensure_future(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, Exception):
+                    raise item
+                await sink(item)
+                await progress(len(item))
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+
+    # --- inputs: bucket -> instance directory ---------------------------------------------------
+    async def stage_in(
+        self,
+        bucket: str,
+        instance_dir: str,
+        *,
+        prefix: str = "",
+        keys: list[str] | None = None,
+        subdir: str = "",
+        check: bool = True,
+    ) -> StagingReport:
+        """Copy the objects under *prefix* (or just *keys*, each under *prefix*) of *bucket* to
+        ``instance_dir/subdir``, keeping their paths relative to *prefix*."""
+        if self.access is not None:
+            self.access.check(bucket)
+        prefix = names.validate_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            raise InvalidRequest("the input prefix must name a folder (end with '/')")
+        root = _root(instance_dir, subdir)
+        if keys is not None:
+            objects = []
+            for k in keys:
+                names.validate_key(k, allow_folder=True)
+                if not names.is_within(prefix, k) or k == prefix:
+                    raise InvalidName(f"input {k!r} is not under the prefix {prefix!r}")
+                objects.append(await self.storage.stat(bucket, k))
+        else:
+            objects = [o async for o in self.storage.iter_objects(bucket, prefix)]
+        await self.target.makedirs(root)
+        real_root = await self._real_root(instance_dir)
+        if real_root is not None:
+            await self._check_confined(real_root, root, subdir or ".")
+        jobs = []
+        for o in objects:
+            rel = o.key[len(prefix) :]
+            rec = TransferRecord("in", rel, f"s3://{bucket}/{o.key}", "", o.size)
+            try:
+                rec.destination = names.confine_path(root, rel)
+            except InvalidName as e:  # a key S3 accepted but no file may be named after
+                jobs.append((rec, _refusal(e)))
+                continue
+            jobs.append((rec, self._job_in(bucket, o, rec.destination, real_root)))
+        return await self._run_all("in", jobs, check)
+
+    def _job_in(
+        self, bucket: str, obj: ObjectInfo, dest: str, real_root: str | None
+    ) -> Callable[[TransferRecord], Any]:
+        async def job(rec: TransferRecord) -> None:
+            await self._copy_in(rec, bucket, obj, dest, real_root)
+
+        return job
+
+    async def _copy_in(
+        self, rec: TransferRecord, bucket: str, listed: ObjectInfo, dest: str, real_root: str | None
+    ) -> None:
+        parent = posixpath.dirname(dest)
+        await self.target.makedirs(parent)
+        await self._check_confined(real_root, parent, rec.file)
+        if listed.is_folder:
+            existed = await self._stat_or_none(dest)
+            if existed is not None and not existed.is_dir:
+                raise InvalidName(f"{rec.file}: {dest} exists and is not a directory; refusing to replace it")
+            await self.target.makedirs(dest)
+            await self._check_confined(real_root, dest, rec.file)
+            rec.outcome = "skipped" if existed else "copied"
+            return
+        obj = await self.storage.stat(bucket, listed.key)
+        rec.size = obj.size
+        part, meta = dest + PART_SUFFIX, dest + META_SUFFIX
+        for p in (dest, part, meta):
+            st = await self._stat_or_none(p)
+            if st is not None and not st.is_file:
+                raise InvalidName(
+                    f"{rec.file}: {p} exists and is not a regular file (a symlink?); refusing to write there"
+                )
+
+        # 1. skip when the same content is already there
+        current = await self._stat_or_none(dest)
+        if current is not None and current.size == obj.size:
+            source_sha = obj.sha256 or await self._object_sha256(bucket, obj)
+            if await self._target_sha256(dest) == source_sha:
+                rec.outcome, rec.sha256 = "skipped", source_sha
+                return
+
+        # 2. resume an interrupted copy of the same source version, or start afresh
+        offset = 0
+        sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+        # the MD5 is needed only for objects without a recorded SHA-256 whose ETag is an MD5
+        hashes = (sha,) if obj.sha256 or not _PLAIN_ETAG.match(obj.etag) else (sha, md5)
+        part_st = await self._stat_or_none(part)
+        if (
+            part_st is not None
+            and await self._read_meta(meta) == self._meta(bucket, obj)
+            and part_st.size <= obj.size
+        ):
+            async for chunk in self._read_target(part):
+                await asyncio.to_thread(_update, hashes, chunk)
+                offset += len(chunk)
+            rec.resumed_from = offset
+        else:
+            await self._remove_quietly(part)
+            f = await self.target.open(meta, "wb")
+            try:
+                await f.write(json.dumps(self._meta(bucket, obj)).encode())
+            finally:
+                await f.close()
+
+        # 3. copy the rest, hashing as it goes
+        done = offset
+        if offset < obj.size or obj.size == 0:
+            f = await self.target.open(part, "ab" if offset else "wb")
+            try:
+
+                async def write(chunk: bytes) -> None:
+                    await asyncio.to_thread(_update, hashes, chunk)
+                    await f.write(chunk)
+
+                async def progress(n: int) -> None:
+                    nonlocal done
+                    done += n
+                    rec.bytes += n
+                    await self._emit(StagingEvent("progress", "in", rec.file, done, obj.size))
+
+                if offset < obj.size:
+                    src = self.storage.download(
+                        bucket, obj.key, offset=offset, if_match=obj.etag, chunk_size=self.chunk_size
+                    )
+                    await self._pump(src, write, progress)
+            finally:
+                await f.close()
+
+        # 4. verify, then move into place
+        got = sha.hexdigest()
+        rec.sha256 = got
+        if done != obj.size:
+            await self._discard(part, meta)
+            raise IntegrityError(
+                f"{rec.file}: received {done} bytes, expected {obj.size}; run the staging again"
+            )
+        if obj.sha256:
+            intact = got == obj.sha256
+        else:  # objects not uploaded through HEROES: a single-part object's ETag is its MD5
+            intact = not _PLAIN_ETAG.match(obj.etag) or md5.hexdigest() == obj.etag
+        if not intact:
+            await self._discard(part, meta)
+            raise IntegrityError(
+                f"{rec.file}: the bytes received do not match the object's checksum; the partial copy was removed, "
+                "run the staging again"
+            )
+        await self.target.rename(part, dest)
+        landed = await self._target_sha256(dest)
+        if landed != got:
+            await self._remove_quietly(dest)
+            await self._remove_quietly(meta)
+            raise IntegrityError(
+                f"{rec.file}: the file on the cluster does not match the bytes sent (sha256 {landed[:12]}... vs "
+                f"{got[:12]}...); it was removed, run the staging again"
+            )
+        await self._remove_quietly(meta)
+        rec.outcome = "resumed" if rec.resumed_from else "copied"
+
+    @staticmethod
+    def _meta(bucket: str, obj: ObjectInfo) -> dict[str, Any]:
+        return {"bucket": bucket, "key": obj.key, "etag": obj.etag, "size": obj.size}
+
+    async def _read_meta(self, path: str) -> dict[str, Any] | None:
+        try:
+            raw = b"".join([c async for c in self._read_target(path)])
+            value = json.loads(raw.decode())
+            return value if isinstance(value, dict) else None
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return None
+
+    async def _discard(self, part: str, meta: str) -> None:
+        await self._remove_quietly(part)
+        await self._remove_quietly(meta)
+
+    async def _object_sha256(self, bucket: str, obj: ObjectInfo) -> str:
+        h = hashlib.sha256()
+        async with contextlib.aclosing(self.storage.download(bucket, obj.key, if_match=obj.etag)) as chunks:  # type: ignore[type-var]
+            async for chunk in chunks:
+                await asyncio.to_thread(h.update, chunk)
+        return h.hexdigest()
+
+    # --- outputs: instance directory -> bucket --------------------------------------------------
+    async def stage_out(
+        self,
+        instance_dir: str,
+        bucket: str,
+        instance: str,
+        *,
+        subdir: str = "",
+        check: bool = True,
+    ) -> StagingReport:
+        """Copy the regular files under ``instance_dir/subdir`` to ``results/<instance>/`` in
+        *bucket*. With an ``access``, everything must fit the quota before the first byte moves."""
+        if self.access is not None:
+            self.access.check(bucket)
+        if not isinstance(instance, str) or "/" in instance or not instance:
+            raise InvalidName("the instance id must be a single path segment")
+        prefix = names.confine(f"{RESULTS_PREFIX}/", instance + "/")
+        root = _root(instance_dir, subdir)
+        real_root = await self._real_root(instance_dir)
+        if real_root is not None:
+            await self._check_confined(real_root, root, subdir or ".")
+        files, refused = await self._walk(root)
+        existing = {o.key: o for o in [o async for o in self.storage.iter_objects(bucket, prefix)]}
+        jobs = []
+        for rel, st in files:
+            key = names.confine(prefix, rel)
+            rec = TransferRecord("out", rel, posixpath.join(root, rel), f"s3://{bucket}/{key}", st.size)
+            jobs.append((rec, self._job_out(bucket, key, posixpath.join(root, rel), st, existing.get(key))))
+        for rel, why in refused:
+            rec = TransferRecord("out", rel, posixpath.join(root, rel), "", 0)
+            jobs.append((rec, _refusal(InvalidName(f"{rel}: {why}"))))
+        need = sum(st.size for _, st in files)
+        replacing = sum(
+            existing[k].size for k in (names.confine(prefix, rel) for rel, _ in files) if k in existing
+        )
+        if self.access is not None:
+            async with self.access.reserve(bucket, need, replacing=replacing):
+                return await self._run_all("out", jobs, check)
+        return await self._run_all("out", jobs, check)
+
+    async def _walk(self, root: str) -> tuple[list[tuple[str, TargetStat]], list[tuple[str, str]]]:
+        """Regular files under *root* (relative paths), and what was refused (symlinks, specials)."""
+        files: list[tuple[str, TargetStat]] = []
+        refused: list[tuple[str, str]] = []
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            try:
+                entries = await self.target.listdir(posixpath.join(root, rel_dir) if rel_dir else root)
+            except FileNotFoundError:
+                if rel_dir == "":
+                    raise NotFound(f"the output directory {root} does not exist on the cluster") from None
+                continue
+            for e in entries:
+                rel = posixpath.join(rel_dir, e.name) if rel_dir else e.name
+                if e.name.endswith((PART_SUFFIX, META_SUFFIX)):
+                    continue
+                try:
+                    names.validate_key(rel)
+                except InvalidName as err:
+                    refused.append((rel, f"cannot be stored as an object ({err.message})"))
+                    continue
+                if e.stat.is_link:
+                    refused.append((rel, "is a symbolic link; outputs are copied only from regular files"))
+                elif e.stat.is_dir:
+                    stack.append(rel)
+                else:
+                    files.append((rel, e.stat))
+        return sorted(files), refused
+
+    def _job_out(
+        self, bucket: str, key: str, path: str, st: TargetStat, existing: ObjectInfo | None
+    ) -> Callable[[TransferRecord], Any]:
+        async def job(rec: TransferRecord) -> None:
+            await self._copy_out(rec, bucket, key, path, st, existing)
+
+        return job
+
+    async def _copy_out(
+        self,
+        rec: TransferRecord,
+        bucket: str,
+        key: str,
+        path: str,
+        st: TargetStat,
+        existing: ObjectInfo | None,
+    ) -> None:
+        if existing is not None and existing.size == st.size:
+            obj = await self.storage.stat(bucket, key)
+            if obj.sha256 and obj.sha256 == await self._target_sha256(path):
+                rec.outcome, rec.sha256 = "skipped", obj.sha256
+                return
+        done = 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal done
+            async for chunk in self._read_target(path):
+                done += len(chunk)
+                rec.bytes = done
+                await self._emit(StagingEvent("progress", "out", rec.file, done, st.size))
+                yield chunk
+
+        result = await self.storage.upload(bucket, key, chunks(), size=st.size)
+        after = await self.target.stat(path)
+        if (after.size, after.mtime) != (st.size, st.mtime):
+            await self.storage.delete_objects(bucket, [key])
+            raise Conflict(
+                f"{rec.file} changed while it was being copied; the copy was removed, run the staging again"
+            )
+        checksum = getattr(self.target, "checksum", None)
+        if checksum is not None:
+            landed = await checksum(path)
+            if landed and landed != result.sha256:
+                await self.storage.delete_objects(bucket, [key])
+                raise IntegrityError(
+                    f"{rec.file}: the bytes read do not match the file's checksum on the cluster; the copy was "
+                    "removed, run the staging again"
+                )
+        rec.sha256 = result.sha256
+        rec.outcome = "copied"
+
+
+def _refusal(error: DataError) -> Callable[[TransferRecord], Any]:
+    async def refuse(rec: TransferRecord) -> None:
+        raise error
+
+    return refuse
+
+
+def _root(instance_dir: str, subdir: str) -> str:
+    if not isinstance(instance_dir, str) or not instance_dir.startswith("/"):
+        raise InvalidRequest(
+            f"the instance directory must be an absolute path on the cluster, got {instance_dir!r}"
+        )
+    if "\x00" in instance_dir or "/../" in instance_dir + "/" or instance_dir.rstrip("/") == "":
+        raise InvalidName("the instance directory must not contain '..' or NUL and must not be '/'")
+    return names.confine_path(instance_dir, subdir) if subdir else posixpath.normpath(instance_dir)
+
+
+def _update(hashes: tuple[Any, ...], chunk: bytes) -> None:
+    for h in hashes:
+        h.update(chunk)

@@ -1,0 +1,152 @@
+"""Staging over SFTP through the test bed's real OpenSSH server (key-only, pinned host key), with the
+server killed in the middle of a transfer and brought back."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jupyter_heroes.data import names
+from jupyter_heroes.data.errors import Unavailable
+from jupyter_heroes.data.sftp_target import SFTPTarget
+from jupyter_heroes.data.staging import Stager, StagingError
+
+pytestmark = [pytest.mark.s3, pytest.mark.slurm]
+MiB = 1024 * 1024
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below *pid* (read from /proc, children first found)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_sshd_and_its_sessions(sshd) -> None:
+    """SIGKILL the listening sshd and every session process it forked: the connection drops at once,
+    as when the login node goes down."""
+    listener = getattr(sshd, "pid", None) or sshd.pids[0]
+    sessions = descendants(listener)
+    sshd.kill()
+    for pid in sessions:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+async def bucket(storage, org_name):
+    name = names.user_bucket(org_name, "alice")
+    await storage.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def instance_dir(sshd) -> str:
+    return str(Path(str(sshd.scratch_root)) / f"inst-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def sftp_target(ssh_connect):
+    targets = []
+
+    def make(**kw) -> SFTPTarget:
+        t = SFTPTarget(ssh_connect().open_sftp(), **kw)
+        targets.append(t)
+        return t
+
+    yield make
+    for t in targets:
+        await t.close()
+
+
+async def test_stage_in_and_out_over_sftp(storage, bucket, sftp_target, instance_dir):
+    files = {"a.txt": b"alpha", "sub/dir/b.bin": os.urandom(2 * MiB + 1), "big.bin": os.urandom(7 * MiB)}
+    for k, v in files.items():
+        await storage.upload(bucket, "in/" + k, v)
+    target = sftp_target()
+    stager = Stager(storage, target, parallel=3)
+    report = await stager.stage_in(bucket, instance_dir, prefix="in/", subdir="inputs")
+    assert report.copied == 3
+    for k, v in files.items():
+        assert (Path(instance_dir) / "inputs" / k).read_bytes() == v
+        # the checksum is computed on the server, and agrees with the bytes
+        assert await target.checksum(f"{instance_dir}/inputs/{k}") == sha(v)
+    assert (await stager.stage_in(bucket, instance_dir, prefix="in/", subdir="inputs")).bytes == 0
+
+    # without an exec channel the stager reads files back to verify and to skip
+    plain = Stager(storage, sftp_target(exec_checksum=False))
+    again = await plain.stage_in(bucket, instance_dir, prefix="in/", subdir="inputs")
+    assert (again.skipped, again.bytes) == (3, 0)
+
+    report = await stager.stage_out(instance_dir, bucket, "inst-x", subdir="inputs")
+    assert report.copied == 3
+    for k, v in files.items():
+        assert (await storage.stat(bucket, f"results/inst-x/{k}")).sha256 == sha(v)
+    assert await target.checksum(f"{instance_dir}/no such file") is None
+
+
+async def test_resume_after_the_ssh_server_is_killed(storage, bucket, sshd, sftp_target, instance_dir):
+    big = os.urandom(48 * MiB)
+    small = {"small/one.txt": b"one", "small/two.bin": os.urandom(300_000)}
+    await storage.upload(bucket, "in/big.bin", big)
+    for k, v in small.items():
+        await storage.upload(bucket, "in/" + k, v)
+    killed = False
+
+    def kill_midway(e):
+        nonlocal killed
+        if e.file == "big.bin" and e.kind == "progress" and e.bytes_done >= 16 * MiB and not killed:
+            killed = True
+            kill_sshd_and_its_sessions(sshd)
+
+    try:
+        stager = Stager(storage, sftp_target(timeout=20), parallel=2, on_event=kill_midway)
+        with pytest.raises(StagingError, match="lost the SFTP connection") as e:
+            await stager.stage_in(bucket, instance_dir, prefix="in/")
+    finally:
+        if not killed or not sshd.started:
+            sshd.start()
+    assert killed
+    assert e.value.transient, "a lost connection is worth retrying"
+    assert any(r.reason == Unavailable.default_reason for r in e.value.report.failed)
+    part = Path(instance_dir) / "big.bin.part"
+    interrupted_at = part.stat().st_size
+    assert 0 < interrupted_at < len(big)
+    assert not (Path(instance_dir) / "big.bin").exists()
+
+    # a new connection to the restarted server; the same staging again finishes the job
+    report = await Stager(storage, sftp_target(), parallel=2).stage_in(bucket, instance_dir, prefix="in/")
+    rec = {r.file: r for r in report.records}
+    assert rec["big.bin"].outcome == "resumed"
+    assert rec["big.bin"].resumed_from == interrupted_at
+    assert rec["big.bin"].bytes == len(big) - interrupted_at
+    assert sha((Path(instance_dir) / "big.bin").read_bytes()) == sha(big) == rec["big.bin"].sha256
+    for k, v in small.items():
+        assert (Path(instance_dir) / k).read_bytes() == v
+    assert not part.exists()
+
+    # and once more: everything is in place, nothing moves
+    final = await Stager(storage, sftp_target()).stage_in(bucket, instance_dir, prefix="in/")
+    assert (final.copied, final.skipped, final.bytes) == (0, 3, 0)
