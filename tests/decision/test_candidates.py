@@ -15,6 +15,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from jupyter_heroes import orm
+from jupyter_heroes.clusters.ssh import SSHTransport
 from jupyter_heroes.decision.candidates import (
     DEFAULT_PUE,
     CandidateError,
@@ -345,6 +346,29 @@ async def test_sbatch_estimator_start_pending_refusal_and_fallback():
     assert "live estimate failed: c: connection reset" in waits["c/debug"].source
     assert waits["d/debug"].refused is None and "Unable to contact" in waits["d/debug"].source
     assert clusters["a"].calls[1][0] == "squeue"
+
+
+@pytest.mark.slurm
+async def test_wait_estimates_from_the_real_slurm_over_ssh(slurm_cluster):
+    ssh = slurm_cluster.ssh
+    transport = SSHTransport(
+        ssh.host, port=ssh.port, username=ssh.username, host_key=ssh.host_key, private_key=ssh.private_key
+    )
+    debug = make_candidate("heroes", "debug")
+    nosuch = make_candidate("heroes", "no-such-partition")
+    now = datetime.now(timezone.utc)
+    try:
+        est = SbatchTestOnlyEstimator({"heroes": transport})
+        waits = await estimate_waits(est, [debug, nosuch], Resources(), now)
+    finally:
+        await transport.close()
+    w = waits["heroes/debug"]
+    assert w.source == "sbatch --test-only" and w.refused is None
+    assert now - timedelta(seconds=5) <= w.start <= now + timedelta(minutes=10)
+    assert w.pending_jobs is not None and w.pending_jobs >= 0
+    assert waits["heroes/no-such-partition"].refused == (
+        "Slurm refuses the job: invalid partition specified: no-such-partition"
+    )
 
 
 async def test_typical_wait_estimator():
