@@ -51,7 +51,7 @@ def _heroes_argv() -> list[str]:
 
 
 @pytest.mark.hub
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_heroes_demo_login_home_and_service(tmp_path):
     if shutil.which("configurable-http-proxy") is None:
         pytest.fail("configurable-http-proxy is not installed (npm install -g configurable-http-proxy)")
@@ -73,7 +73,7 @@ def test_heroes_demo_login_home_and_service(tmp_path):
             assert proc.poll() is None, f"heroes demo exited {proc.returncode}:\n{log.read_text()[-3000:]}"
             return requests.get(f"{base}/hub/login", timeout=2).status_code == 200
 
-        wait_for(up, 90, "heroes demo", log)
+        wait_for(up, 150, "heroes demo", log)
         text = log.read_text()
         assert f"Open http://127.0.0.1:{port}/" in text
         # the banner prints one line per role with its password
