@@ -276,10 +276,18 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             extra=ecs("api.error", "failure", method=self.request.method, path=self.request.path, status=500),
         )
 
-    # --- audit -----------------------------------------------------------------------------------
+    # --- audit ---------------------------------------------------------------------------------
+    def finish(self, chunk: Any = None) -> Any:
+        # audit before the answer leaves: a client that sees the answer finds the entry
+        if self.request.method in MUTATING and not getattr(self, "_audited", False):
+            self._audited = True
+            self.write_audit()
+        return super().finish(chunk)
+
     def on_finish(self) -> None:
         try:
-            if self.request.method in MUTATING:
+            if self.request.method in MUTATING and not getattr(self, "_audited", False):
+                self._audited = True  # finished without finish() (e.g. the client went away)
                 self.write_audit()
         finally:
             if getattr(self, "_db", None) is not None:

@@ -458,7 +458,8 @@ def describe_error(error: ValidationError) -> str:
     if v == "enum":
         return f"{field} must be one of: {', '.join(map(str, vv))}"
     if v in ("maxLength", "minLength"):
-        return f"{field} must be {'at most' if v == 'maxLength' else 'at least'} {vv} characters long"
+        hint = f" ({schema['description']})" if schema.get("description") else ""
+        return f"{field} must be {'at most' if v == 'maxLength' else 'at least'} {vv} characters long{hint}"
     if v in ("maxItems", "minItems"):
         return f"{field} must have {'at most' if v == 'maxItems' else 'at least'} {vv} items"
     if v in ("maximum", "minimum"):

@@ -29,7 +29,17 @@ import requests
 from cryptography.fernet import Fernet
 
 from .. import dbutil
-from .base import Component, ComponentError, free_port, read_pidfile, stop_pid, tail, testbed_dir, wait_for
+from .base import (
+    Component,
+    ComponentError,
+    free_port,
+    pid_alive,
+    read_pidfile,
+    stop_pid,
+    tail,
+    testbed_dir,
+    wait_for,
+)
 
 SERVICE_PREFIX = "/services/heroes"
 API_PREFIX = SERVICE_PREFIX + "/api/v1"
@@ -110,7 +120,8 @@ class HubTestbed(Component):
         self.extra_env = dict(extra_env or {})
         self.hub_env = dict(hub_env or {})
         self.max_body_size = max_body_size
-        self.crypt_key = crypt_key or Fernet.generate_key().decode()
+        # None: a fresh key; "": none (the service then refuses to store secrets)
+        self.crypt_key = Fernet.generate_key().decode() if crypt_key is None else crypt_key
         self.db_url = db_url or f"sqlite:///{self.workdir / 'heroes.sqlite'}"
         self.start_timeout = start_timeout
         self.admin_token = secrets.token_hex(32)
@@ -191,22 +202,39 @@ class HubTestbed(Component):
         )
         proc_pid = self.pids[-1]
 
-        def hub_up() -> bool:
-            from .base import pid_alive
-
+        def check_alive() -> None:
             if not pid_alive(proc_pid):
-                raise ComponentError(f"jupyterhub exited during start:\n{tail(self.hub_log, 40)}")
+                raise ComponentError(f"jupyterhub exited during start:\n{self.log_excerpt()}")
+            if self.hub_log.exists() and "Service heroes exited" in self.hub_log.read_text(errors="replace"):
+                raise ComponentError(f"the HEROES service exited during start:\n{self.log_excerpt()}")
+
+        def hub_up() -> bool:
+            check_alive()
             return requests.get(f"{self.url}/hub/api/", timeout=5).status_code == 200
 
         def service_up() -> bool:
+            check_alive()
             return requests.get(f"{self.api_url}/openapi.json", timeout=5).status_code == 200
 
         try:
-            wait_for(hub_up, self.start_timeout, "jupyterhub", self.hub_log)
-            wait_for(service_up, self.start_timeout, "HEROES service behind the proxy", self.hub_log)
-        except ComponentError:
-            raise
+            wait_for(hub_up, self.start_timeout, "jupyterhub")
+            wait_for(service_up, self.start_timeout, "HEROES service behind the proxy")
+        except ComponentError as e:
+            if "exited" in str(e):
+                raise
+            raise ComponentError(f"{e}\n{self.log_excerpt()}") from None
         self.start_seconds = time.monotonic() - t0
+
+    def log_excerpt(self, lines: int = 25) -> str:
+        """The end of the hub's log without the proxy's error-page noise, and of the service's log."""
+        text = self.hub_log.read_text(errors="replace") if self.hub_log.exists() else ""
+        keep = [ln for ln in text.splitlines() if ln.startswith(("[", "{", "The HEROES"))]
+        hub = "\n".join(ln for ln in keep if "/hub/error/404" not in ln and "xsrf cookie" not in ln)
+        return (
+            f"--- {self.hub_log} (filtered):\n"
+            + "\n".join(hub.splitlines()[-lines:])
+            + f"\n--- {self.service_log}:\n{tail(self.service_log, 10)}"
+        )
 
     def stop(self) -> None:
         super().stop()  # TERM the hub: it stops its proxy and managed services

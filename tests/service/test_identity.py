@@ -78,7 +78,7 @@ def test_several_memberships_need_a_selection(world: World) -> None:
 def test_header_and_query_selection_agree(world: World) -> None:
     a = world.ok("acme-admin", "GET", "/organization/admin/groups", params={"organization": ACME})
     b = world.ok("acme-admin", "GET", "/organization/admin/groups", org=ACME)
-    assert a == b and [g["name"] for g in a] == ["wing"]
+    assert a == b and "wing" in [g["name"] for g in a]
     r = world.call(
         "acme-admin", "GET", "/organization/admin/groups", org=ACME, params={"organization": GLOBEX}
     )
