@@ -16,6 +16,7 @@ The rules of :mod:`.offers` apply: an application not published to an organizati
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -124,8 +125,6 @@ class EnabledApplication:
 
     @property
     def price(self) -> Offer:
-        import dataclasses
-
         return dataclasses.replace(
             Offer.from_dict(self.version.price),
             source=f"licence of {self.application.name} v{self.version.version} ({self.provider.name})",

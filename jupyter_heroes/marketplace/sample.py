@@ -97,7 +97,9 @@ def seed(session: Session) -> Sample:
             session.add(row)
             session.flush()
             s.projects[f"{org}/{p}"] = row.id
-        t = WorkflowTemplate(org_id=s.orgs[org], name="solver", version=1, application_id="solver", spec=SOLVER)
+        t = WorkflowTemplate(
+            org_id=s.orgs[org], name="solver", version=1, application_id="solver", spec=SOLVER
+        )
         session.add(t)
         session.flush()
         s.templates[org] = t.id
