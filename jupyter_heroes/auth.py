@@ -264,6 +264,14 @@ class HeroesOAuthenticator(GenericOAuthenticator):
         until userinfo rejects it).""",
     )
 
+    keep_auth_when_unreachable = Bool(
+        True,
+        config=True,
+        help="""When Keycloak cannot be reached at a refresh (connection error, 5xx), keep the user's current
+        login, hub groups and HEROES roles and try again after ``auth_refresh_age``, instead of sending
+        every user to a login page that cannot work. False: require a new login (strict).""",
+    )
+
     end_keycloak_session = Bool(
         True,
         config=True,
@@ -512,20 +520,19 @@ class HeroesOAuthenticator(GenericOAuthenticator):
                     token_info = await self.get_token_info(
                         handler, self.build_refresh_token_request_params(refresh_token)
                     )
-                except Exception as e:
+                    if not token_info.get("refresh_token"):  # Keycloak may keep the old one valid
+                        token_info["refresh_token"] = refresh_token
+                    auth_model = await self._token_to_auth_model(token_info)
+                except (HTTPClientError, web.HTTPError) as e:
+                    code = getattr(e, "code", None) or getattr(e, "status_code", 0)
+                    if isinstance(e, HTTPClientError) and (e.response is None or code >= 500):
+                        return self._unreachable(user, e)
                     self.log.info(
                         "Keycloak refused to refresh %s's tokens (%s): a new login is needed", user.name, e
                     )
                     return False
-                if not token_info.get("refresh_token"):  # Keycloak may keep the old one valid
-                    token_info["refresh_token"] = refresh_token
-                try:
-                    auth_model = await self._token_to_auth_model(token_info)
-                except HTTPClientError as e:
-                    self.log.info(
-                        "Refreshed tokens of %s do not work (%s): a new login is needed", user.name, e
-                    )
-                    return False
+                except OSError as e:  # connection refused, DNS, TLS, stream closed: Keycloak unreachable
+                    return self._unreachable(user, e)
             else:
                 auth_model = await super().refresh_user(user, handler, **kwargs)
                 if not isinstance(auth_model, dict):
@@ -541,6 +548,19 @@ class HeroesOAuthenticator(GenericOAuthenticator):
                 )
                 return False
             return await self.provision(auth_model)
+
+    def _unreachable(self, user: Any, error: BaseException) -> bool:
+        if self.keep_auth_when_unreachable:
+            self.log.warning(
+                "Keycloak unreachable while refreshing %s (%s): keeping the current roles until the next refresh",
+                user.name,
+                error,
+            )
+            return True
+        self.log.warning(
+            "Keycloak unreachable while refreshing %s (%s): a new login is needed", user.name, error
+        )
+        return False
 
     # --- logout -----------------------------------------------------------------------------------------
     def end_session_redirect(self, handler: web.RequestHandler, id_token: str | None) -> str:

@@ -289,3 +289,29 @@ def test_bad_configuration_names_the_setting():
         HeroesOAuthenticator(keycloak_realm_url="https://kc.example.org/heroes")
     with pytest.raises(ValueError, match=r"set c.HeroesOAuthenticator.keycloak_realm_url"):
         HeroesOAuthenticator(client_id="hub")
+
+
+async def test_keycloak_outage_keeps_the_login_restart_without_sessions_requires_login(tmp_path, db_url):
+    """Fault injection at the boundary: the provider process is stopped, then started again."""
+    from jupyter_heroes.testing.oidc import OIDCProvider
+
+    with OIDCProvider(users={}, workdir=tmp_path / "op") as own:
+        own.add_client(CLIENT_ID, SECRET, [CALLBACK], [AFTER_LOGOUT])
+        own.set_user("hal", "hal-pw", groups=["/acme"], roles=["researcher"])
+        kwargs = dict(
+            keycloak_realm_url=own.realm_url,
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            oauth_callback_url=CALLBACK,
+            enable_pkce=False,
+            db_url=db_url,
+        )
+        lenient = HeroesOAuthenticator(**kwargs)
+        strict = HeroesOAuthenticator(keep_auth_when_unreachable=False, **kwargs)
+        code, _ = browser_login(own, "hal", "hal-pw")
+        state = (await lenient.get_authenticated_user(CallbackArgs(code), None))["auth_state"]
+        own.stop()
+        assert await lenient.refresh_user(HubUser("hal", state)) is True  # keeps the current login
+        assert await strict.refresh_user(HubUser("hal", state)) is False
+        own.start()  # same port and keys, but the sessions (in memory) are gone, as after a Keycloak restart
+        assert await lenient.refresh_user(HubUser("hal", state)) is False
