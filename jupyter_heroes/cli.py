@@ -91,8 +91,7 @@ def _add_service(sub: argparse._SubParsersAction) -> None:
         description="Run the HEROES service; remaining arguments go to it (heroes service --help-all).",
         add_help=False,
     )
-    p.add_argument("service_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_service)
+    p.set_defaults(func=_service, passthrough=True)  # every argument goes to the service
 
 
 #: subcommand registrars, in the order ``heroes --help`` lists them
@@ -112,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.service_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -157,3 +157,13 @@ def test_heroes_upgrade_db(tmp_path):
     )
     assert bad.returncode == 1
     assert bad.stderr.startswith("heroes upgrade-db: ") and "Traceback" not in bad.stderr
+
+
+def test_heroes_cli_help_and_argument_errors():
+    top = subprocess.run([*_heroes_argv(), "--help"], capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0 and all(c in top.stdout for c in ("demo", "upgrade-db", "service"))
+    bogus = subprocess.run([*_heroes_argv(), "demo", "--bogus"], capture_output=True, text=True, timeout=60)
+    assert bogus.returncode == 2 and "unrecognized arguments: --bogus" in bogus.stderr
+    # every argument after `service` goes to the service application, --help included
+    svc = subprocess.run([*_heroes_argv(), "service", "--help"], capture_output=True, text=True, timeout=60)
+    assert svc.returncode == 0 and "HeroesService" in svc.stdout
