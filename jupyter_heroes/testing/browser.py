@@ -10,11 +10,13 @@ Playwright's Python package brings its own driver; the browser is the Debian ``c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import ComponentError
 
@@ -63,12 +65,58 @@ def launch_chromium(playwright: Playwright, **kwargs: object) -> Browser:
 
 @contextlib.contextmanager
 def chromium(**kwargs: object) -> Iterator[Browser]:
-    """A headless Chromium for the duration of the ``with`` block (Playwright sync API)."""
+    """A headless Chromium for the duration of the ``with`` block (Playwright sync API).
+
+    Inside the block, other asyncio event loops keep working on this thread (see
+    :func:`share_thread_with_asyncio`), so a session-long browser does not break async tests."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
+    with sync_playwright() as pw, share_thread_with_asyncio(asyncio.events._get_running_loop()):
         browser = launch_chromium(pw, **kwargs)
         try:
             yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def share_thread_with_asyncio(playwright_loop: asyncio.AbstractEventLoop | None) -> Iterator[None]:
+    """Let asyncio loops run on a thread where the Playwright sync API is active.
+
+    Playwright's sync API runs its own loop inside a greenlet on the calling thread; greenlet switches
+    do not unwind that ``run_until_complete``, so for as long as Playwright is started,
+    ``asyncio.get_running_loop()`` on this thread returns Playwright's loop, and every other
+    ``asyncio.Runner.run`` / ``loop.run_until_complete`` (pytest-asyncio's tests and fixtures, tornado's
+    ``run_sync``) fails with "cannot be called from a running event loop" (microsoft/playwright-pytest#167).
+    While this context is active, those calls park Playwright's loop (clear the thread's running loop)
+    and restore it when they return; Playwright's own loop is left alone. The sync API still cannot be
+    called from inside a coroutine."""
+    if playwright_loop is None:
+        yield
+        return
+    events = asyncio.events
+    targets = [(asyncio.BaseEventLoop, "run_forever"), (asyncio.BaseEventLoop, "run_until_complete")]
+    if hasattr(asyncio, "Runner"):  # Python >= 3.11
+        targets.append((asyncio.Runner, "run"))
+    originals = [(cls, name, getattr(cls, name)) for cls, name in targets]
+
+    def parking(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(self: object, *args: Any, **kw: Any) -> Any:
+            if self is playwright_loop or events._get_running_loop() is not playwright_loop:
+                return fn(self, *args, **kw)
+            events._set_running_loop(None)
+            try:
+                return fn(self, *args, **kw)
+            finally:
+                events._set_running_loop(playwright_loop)
+
+        return wrapper
+
+    for cls, name, fn in originals:
+        setattr(cls, name, parking(fn))
+    try:
+        yield
+    finally:
+        for cls, name, fn in originals:
+            setattr(cls, name, fn)
