@@ -6,6 +6,7 @@ gets a copy of it (a file copy for SQLite, ``CREATE DATABASE ... TEMPLATE`` for 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import shutil
 
@@ -67,6 +68,6 @@ def db(request, tmp_path):
             conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{src.database}"'))
         admin.dispose()
         url = src.set(database=name).render_as_string(hide_password=False)
-    d = DB(url, ids)
+    d = DB(url, copy.deepcopy(ids))  # tests may add to their copy
     yield d
     d.engine.dispose()
