@@ -513,6 +513,28 @@ def offer_candidates(
 # --- pinning a job to the versions in force -----------------------------------------------------
 
 
+def _enablement_offer_id(
+    session: Session, org_id: int, cluster_id: int | None, queue: str, offer_id: int | None
+) -> int | None:
+    """The offer the organization enabled for this cluster and queue (or *offer_id* if it enabled
+    it), whatever its state now: a job submitted before a withdrawal is still charged."""
+    q = select(MarketOffer.id, MarketOffer.queue).join(
+        MarketEnablement, (MarketEnablement.offer_id == MarketOffer.id) & (MarketEnablement.org_id == org_id)
+    )
+    q = (
+        q.where(MarketOffer.id == offer_id)
+        if offer_id is not None
+        else q.where(MarketOffer.cluster_id == cluster_id)
+    )
+    rows = session.execute(q.order_by(MarketOffer.id)).all()
+    if offer_id is not None:
+        return rows[0][0] if rows else None
+    exact = [i for i, qname in rows if qname == queue]
+    if exact:
+        return exact[0]
+    return rows[0][0] if not queue and len(rows) == 1 else None
+
+
 def pin_job(
     session: Session,
     job_id: int,
@@ -522,25 +544,34 @@ def pin_job(
     at: datetime | None = None,
 ) -> JobOfferPin | None:
     """Record the offer (and application) versions in force for a job at *at* (default: the job's
-    submission time, else now). The first pin wins: pinning again never changes it. Without
-    *offer_id*, the organization's enabled offer for the job's cluster and queue is used. Returns
-    the pin, or None when there is nothing to pin (the job runs on the organization's own cluster)."""
-    from .applications import application_version_for
+    submission time, else now). The first pin wins: pinning again never changes it.
 
+    Call it when the job is submitted, after choosing a usable offer (:func:`enabled_offer_for`);
+    it only records. Without *offer_id*, the offer the organization enabled for the job's cluster and
+    queue is used. Returns the pin, or None when there is nothing to pin (the job runs on the
+    organization's own cluster). Raises :class:`~.errors.NotFound` for an offer or application the
+    organization has not enabled."""
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound.of("job", job_id)
     org_id = job.instance.org_id
     when = naive_utc(at or job.submitted)
-    offer_version = None
-    if offer_id is None:
-        e = enabled_offer_for(session, org_id, job.cluster_id, job.queue, at=when)
-        offer_id = e.offer.id if e else None
-    elif not any(e.offer.id == offer_id for e in enabled_offers(session, org_id, at=when)):
+    found = _enablement_offer_id(session, org_id, job.cluster_id, job.queue, offer_id)
+    if offer_id is not None and found is None:
         raise NotFound(f"offer {offer_id} is not enabled for your organization")
-    if offer_id is not None:
-        offer_version = version_at(session, offer_id, when)
-    app_version = application_version_for(session, org_id, application_id, when) if application_id else None
+    offer_version = version_at(session, found, when) if found is not None else None
+    app_version = None
+    if application_id is not None:
+        from .applications import version_at as app_version_at
+
+        enabled = session.scalar(
+            select(MarketEnablement.id).where(
+                MarketEnablement.org_id == org_id, MarketEnablement.application_id == application_id
+            )
+        )
+        if enabled is None:
+            raise NotFound(f"application {application_id} is not enabled for your organization")
+        app_version = app_version_at(session, application_id, when)
     if offer_version is None and app_version is None:
         return session.get(JobOfferPin, job_id)
     insert_if_absent(

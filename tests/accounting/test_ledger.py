@@ -245,3 +245,22 @@ def test_records_of_an_organization(db):
         assert {r.instance_id for r in acme_recs} == {a.id}
         assert ledger.records(s, ids.orgs["globex"], start=utcnow() - timedelta(days=10)) == []
         assert len(ledger.records(s, ids.orgs["globex"], end=utcnow())) == 2
+
+
+def test_offer_withdrawn_after_submission_still_charges_the_job(db):
+    ids = db.ids
+    offer_id, v1_id = _offer(db)
+    with db.session() as s:
+        inst = add_run(
+            s, ids, org="acme", user="alice", project="cfd", cluster="galileo", queue="debug", state="running"
+        )
+        iid = inst.id
+    with db.session() as s:
+        mo.update_offer(s, offer_id, ids.orgs["hpc-centre"], price=V2)
+        mo.withdraw_offer(s, offer_id, ids.orgs["hpc-centre"])
+    _finish(db, iid)
+    with db.session() as s:
+        assert {r.offer_version_id for r in ledger.record_instance(s, iid)} == {v1_id}
+        assert ledger.instance_cost(s, iid, "EUR") == V1_RUN
+        with pytest.raises(NotFound, match="offer 999 is not enabled"):
+            mo.pin_job(s, s.get(WorkflowInstance, iid).jobs[0].id, offer_id=999)
