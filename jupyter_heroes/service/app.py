@@ -370,6 +370,8 @@ class HeroesService(Application):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from traitlets import TraitError
+
     from ..dbutil import DatabaseSchemaMismatch
 
     app = HeroesService.instance()
@@ -379,4 +381,11 @@ def main(argv: list[str] | None = None) -> None:
         log.critical("%s", e, extra=ecs("service.start", "failure", reason="schema_mismatch"))
         print(str(e), file=sys.stderr)
         sys.exit(1)
+    except (TraitError, ValueError) as e:
+        # a bad setting: say which, without a traceback
+        log.critical(
+            "invalid configuration: %s", e, extra=ecs("service.start", "failure", reason="bad_config")
+        )
+        print(f"HEROES service: invalid configuration: {e}", file=sys.stderr)
+        sys.exit(2)
     app.start()

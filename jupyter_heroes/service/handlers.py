@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("heroes.service")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: largest id of an Integer primary key (PostgreSQL's integer)
+MAX_ID = 2**31 - 1
 _PARAM_RE = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -195,7 +197,22 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         self.error_message = ""
         self.ecs_fields: dict[str, Any] = {}
         # authenticate without blocking the loop: HubAuth.get_user(sync=False) awaits the hub's answer
-        model = await self.hub_auth.get_user(self, sync=False)
+        try:
+            model = await self.hub_auth.get_user(self, sync=False)
+        except web.HTTPError as e:
+            if e.status_code < 500:
+                raise
+            log.error(
+                "cannot check credentials with the hub: %s",
+                e.log_message,
+                extra=ecs("hub.auth", "failure", reason="hub_unavailable"),
+            )
+            raise ApiError(
+                503,
+                "the HEROES service cannot check your credentials with JupyterHub right now; retry in a "
+                "moment (the operator finds the cause in the service log)",
+                "hub_unavailable",
+            ) from None
         if model:
             try:
                 model = self.check_hub_user(model)
@@ -509,7 +526,8 @@ class APIHandler(BaseHandler):
         return value
 
     def int_arg(self, value: str, what: str) -> int:
-        if not value.isdigit() or len(value) > 18:
+        """A ``{..._id}`` segment: database ids are positive 32-bit integers; anything else is not found."""
+        if not value.isdigit() or len(value) > 10 or not 0 < int(value) <= MAX_ID:
             raise ApiError(404, f"{what} '{value[:80]}' not found", "not_found")
         return int(value)
 

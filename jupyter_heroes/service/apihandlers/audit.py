@@ -35,6 +35,7 @@ class AuditAPIHandler(APIHandler):
             "before": {
                 "type": "integer",
                 "minimum": 1,
+                "maximum": 2**31 - 1,
                 "description": "only entries with a smaller id (paging)",
             },
             "action": {

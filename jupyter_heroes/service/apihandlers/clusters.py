@@ -156,7 +156,7 @@ class ClusterListAPIHandler(APIHandler):
 class ClusterAPIHandler(APIHandler):
     path = "/organization/admin/cluster/{cluster_id}"
     tag = "Organization admin"
-    path_params = {"cluster_id": {"type": "integer", "minimum": 1}}
+    path_params = {"cluster_id": {"type": "integer", "minimum": 1, "maximum": 2147483647}}
 
     def find(self, cluster_id: str) -> orm.Cluster:
         cid = self.int_arg(cluster_id, "Cluster")

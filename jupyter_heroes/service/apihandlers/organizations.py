@@ -255,7 +255,7 @@ class ServerListAPIHandler(PlatformHandler):
 
 class ServerAPIHandler(PlatformHandler):
     path = "/heroes/admin/organizations/{org}/servers/{server_id}"
-    path_params = {"org": schemas.REF, "server_id": {"type": "integer", "minimum": 1}}
+    path_params = {"org": schemas.REF, "server_id": {"type": "integer", "minimum": 1, "maximum": 2147483647}}
 
     @endpoint(
         summary="Remove an organization's object-store server",

@@ -128,7 +128,7 @@ class TemplateListAPIHandler(APIHandler):
 class TemplateAPIHandler(APIHandler):
     path = "/organization/admin/workflow/template/{template_id}"
     tag = "Organization admin"
-    path_params = {"template_id": {"type": "integer", "minimum": 1}}
+    path_params = {"template_id": {"type": "integer", "minimum": 1, "maximum": 2147483647}}
 
     def find(self, template_id: str) -> orm.WorkflowTemplate:
         tid = self.int_arg(template_id, "Workflow template")

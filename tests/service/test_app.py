@@ -1,0 +1,122 @@
+"""The service process on its own: start-up checks, configuration errors, a hub it cannot reach."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from jupyter_heroes import dbutil
+from jupyter_heroes.testing.base import free_port, wait_for
+
+
+def service_env(tmp_path: Path, port: int, **more: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "HEROES_"))}
+    env.update(
+        JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}",
+        JUPYTERHUB_SERVICE_PREFIX="/services/heroes/",
+        JUPYTERHUB_API_URL=f"http://127.0.0.1:{free_port()}/hub/api",  # nothing listens there
+        JUPYTERHUB_API_TOKEN="service-token-not-checked-here",
+        JUPYTERHUB_CLIENT_ID="service-heroes",
+        JUPYTERHUB_SERVICE_NAME="heroes",
+        HEROES_LOG_FILE=str(tmp_path / "service.log"),
+    )
+    env.update(more)
+    return env
+
+
+def run_service(tmp_path: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_heroes.service", *args],
+        env=service_env(tmp_path, free_port(), **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+
+
+def test_an_empty_database_is_refused_with_the_upgrade_command(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    cp = run_service(tmp_path, f"--HeroesService.db_url={url}")
+    assert cp.returncode == 1
+    assert "has no schema yet" in cp.stderr and "heroes upgrade-db --db-url" in cp.stderr
+    assert "Traceback" not in cp.stderr
+
+
+def test_an_outdated_database_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    dbutil.upgrade(url, "0001")
+    if dbutil.head_revision() == "0001":
+        pytest.skip("only one migration exists, nothing is outdated")
+    cp = run_service(tmp_path, f"--HeroesService.db_url={url}")
+    assert cp.returncode == 1 and "schema revision 0001" in cp.stderr and "heroes upgrade-db" in cp.stderr
+
+
+def test_bad_configuration_fails_at_start_naming_the_setting(tmp_path: Path) -> None:
+    cp = run_service(tmp_path, "--HeroesService.max_body_size=10")
+    assert cp.returncode == 2 and "c.HeroesService.max_body_size must be at least 1024" in cp.stderr
+    cp = run_service(tmp_path, "--upgrade-db", HEROES_CRYPT_KEY="not-a-fernet-key")
+    assert cp.returncode == 2 and "HEROES_CRYPT_KEY" in cp.stderr and "Fernet.generate_key()" in cp.stderr
+    assert "Traceback" not in cp.stderr
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    port = free_port()
+    pidfile = tmp_path / "service.pid"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_heroes.service",
+            "--upgrade-db",
+            f"--HeroesService.pid_file={pidfile}",
+            "--HeroesService.platform_admins=['alice']",
+        ],
+        env=service_env(tmp_path, port),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/services/heroes/api/v1"
+    try:
+        wait_for(
+            lambda: requests.get(f"{url}/openapi.json", timeout=2).ok,
+            60,
+            "HEROES service",
+            tmp_path / "service.log",
+        )
+        yield url, proc, pidfile
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_standalone_service_without_a_reachable_hub(
+    service: tuple[str, subprocess.Popen, Path], tmp_path: Path
+) -> None:
+    url, proc, pidfile = service
+    assert pidfile.read_text().strip() == str(proc.pid)
+    # --upgrade-db created the schema in the working directory's default database
+    assert (tmp_path / "jupyter_heroes.sqlite").exists()
+    r = requests.get(f"{url}/organization/auth/me", timeout=10)
+    assert r.status_code == 401 and r.json()["reason"] == "not_authenticated"
+    r = requests.get(
+        f"{url}/organization/auth/me", headers={"Authorization": "token abcdef0123456789"}, timeout=30
+    )
+    assert r.status_code == 503, r.text
+    assert r.json()["reason"] == "hub_unavailable" and "Traceback" not in r.text
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert not pidfile.exists()
+    log = (tmp_path / "service.log").read_text()
+    assert "cannot check credentials with the hub" in log and "abcdef0123456789" not in log
+    assert "made alice solution-admin" in log
