@@ -23,6 +23,12 @@ def instance_dir(name: str) -> Path:
     return d
 
 
+def require_root(what: str) -> None:
+    """The test bed creates accounts and runs daemons as their own users: it needs root."""
+    if os.geteuid() != 0:
+        raise ComponentError(f"{what} needs root (it creates users and runs daemons as their own accounts)")
+
+
 def keep_workdirs() -> bool:
     """``HEROES_TESTBED_KEEP=1`` keeps each component's working directory (logs, configs) after stop."""
     return os.environ.get("HEROES_TESTBED_KEEP", "") not in ("", "0")

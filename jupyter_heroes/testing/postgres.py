@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
-from ._daemon import discard, instance_dir, unused_port, wait_ready
+from ._daemon import discard, instance_dir, require_root, unused_port, wait_ready
 from .base import Component, ComponentError, stop_pid
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -61,6 +61,7 @@ class PostgresTestbed(Component):
         self._proc: subprocess.Popen | None = None
 
     def _start(self) -> None:
+        require_root("the PostgreSQL test bed")
         pg = pwd.getpwnam("postgres")
         shutil.rmtree(self.data_dir, ignore_errors=True)
         for d, mode in ((self.data_dir, 0o700), (self.socket_dir, 0o755)):

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._daemon import unused_port, wait_ready
+from ._daemon import require_root, unused_port, wait_ready
 from .base import (
     Component,
     ComponentError,
@@ -94,6 +94,7 @@ class SlurmTestbed(Component):
 
     # --- lifecycle -------------------------------------------------------------------------------
     def _start(self) -> None:
+        require_root("the Slurm test bed")
         self._lock = contextlib.ExitStack()
         self._timed("lock", lambda: self._lock.enter_context(exclusive("slurm")))
         self._timed("cleanup", self._clean_slate)

@@ -21,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ._daemon import discard, instance_dir, unused_port, wait_ready
+from ._daemon import discard, instance_dir, require_root, unused_port, wait_ready
 from .base import Component, ComponentError, pid_alive, port_open
 
 SSHD = "/usr/sbin/sshd"
@@ -91,6 +91,7 @@ class SshdTestbed(Component):
 
     # --- lifecycle -------------------------------------------------------------------------------
     def _start(self) -> None:
+        require_root("the sshd test bed")
         if not self.config_path.exists():
             self._configure()
         self._sshd = self.spawn([SSHD, "-D", "-e", "-f", str(self.config_path)], "sshd")
