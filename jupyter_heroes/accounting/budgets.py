@@ -45,11 +45,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..decision.cost import CurrencyRates, PriceError
-from ..marketplace.common import get_org, naive_utc
+from ..marketplace.common import get_org, naive_utc, rowcount
 from ..marketplace.errors import Conflict, InvalidInput, MarketError, NotFound
 from ..orm import Budget, Project, WorkflowInstance, utcnow
 from ..orm_market import BudgetCredit, BudgetHold, BudgetReservation
@@ -280,7 +280,7 @@ def active_budgets(
 ) -> list[Budget]:
     """The budgets a run of *project_id* (or of the organization) falls under at *at*, in id order."""
     t = naive_utc(at)
-    scope = Budget.project_id.is_(None)
+    scope: ColumnElement[bool] = Budget.project_id.is_(None)
     if project_id is not None:
         scope = or_(scope, Budget.project_id == project_id)
     q = (
@@ -403,7 +403,7 @@ def reserve(
             .values(reserved_cents=Budget.reserved_cents + need)
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount != 1:
+        if rowcount(res) != 1:
             for bid, n in taken:  # give back what this call already held
                 session.execute(
                     update(Budget)
@@ -494,7 +494,7 @@ def _close(
         .execution_options(synchronize_session=False)
     )
     session.refresh(r)
-    if res.rowcount != 1:  # settled concurrently
+    if rowcount(res) != 1:  # settled concurrently
         return repeat()
     charged: dict[int, int] = {}
     for h in r.holds:

@@ -24,10 +24,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime, time, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from ..accounting.money import check_currency
@@ -277,6 +277,11 @@ def next_created(previous: datetime | None, now: datetime | None = None) -> date
     return now
 
 
+def rowcount(result: Any) -> int:
+    """Rows matched by an UPDATE/DELETE/INSERT executed through a session (a ``CursorResult``)."""
+    return cast("CursorResult[Any]", result).rowcount
+
+
 def insert_if_absent(session: Session, model: Any, values: dict[str, Any], conflict: list[str]) -> bool:
     """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` on SQLite and PostgreSQL: the first writer
     wins, concurrent or repeated calls never duplicate nor fail. True when this call inserted."""
@@ -288,7 +293,7 @@ def insert_if_absent(session: Session, model: Any, values: dict[str, Any], confl
     else:  # pragma: no cover - the project supports these two
         raise RuntimeError(f"unsupported database {dialect}; use SQLite or PostgreSQL")
     stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=conflict)
-    return session.execute(stmt).rowcount == 1
+    return rowcount(session.execute(stmt)) == 1
 
 
 def latest_version(session: Session, version_model: Any, fk: str, parent_id: int) -> Any:

@@ -68,10 +68,10 @@ def seed(session: Session) -> Sample:
         ("acme", "client"),
         ("globex", "client"),
     ):
-        org = Organization(name=name, display_name=name.replace("-", " ").title(), kind=kind)
-        session.add(org)
+        org_row = Organization(name=name, display_name=name.replace("-", " ").title(), kind=kind)
+        session.add(org_row)
         session.flush()
-        s.orgs[name] = org.id
+        s.orgs[name] = org_row.id
     for org, cname, queues in (
         ("hpc-centre", "galileo", [("debug", 0, 3600), ("gpu", 4, 86400)]),
         ("cloudy", "cloud1", [("c5", 0, None)]),
@@ -93,10 +93,10 @@ def seed(session: Session) -> Sample:
         s.clusters[cname] = c.id
     for org, projects in (("acme", ["cfd", "ml"]), ("globex", ["crash"])):
         for p in projects:
-            row = Project(org_id=s.orgs[org], name=p)
-            session.add(row)
+            prow = Project(org_id=s.orgs[org], name=p)
+            session.add(prow)
             session.flush()
-            s.projects[f"{org}/{p}"] = row.id
+            s.projects[f"{org}/{p}"] = prow.id
         t = WorkflowTemplate(
             org_id=s.orgs[org], name="solver", version=1, application_id="solver", spec=SOLVER
         )
@@ -104,10 +104,10 @@ def seed(session: Session) -> Sample:
         session.flush()
         s.templates[org] = t.id
     for u in ("alice", "bob", "carol"):
-        row = User(name=u)
-        session.add(row)
+        urow = User(name=u)
+        session.add(urow)
         session.flush()
-        s.users[u] = row.id
+        s.users[u] = urow.id
     session.flush()
     return s
 
