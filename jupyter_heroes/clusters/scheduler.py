@@ -369,6 +369,15 @@ class Scheduler(LoggingConfigurable):
     def parse_find(self, result: CommandResult) -> set[str]:
         raise NotImplementedError
 
+    def merge(self, queued: JobStatus | None, history: JobStatus | None) -> JobStatus:
+        """One status from what the queue said (``queued``, final) and what the history said. The
+        queue is authoritative on the state while it knows the job (accounting may lag behind it);
+        the history adds exit codes when it agrees."""
+        if history is None or (queued is not None and history.state is not queued.state):
+            assert queued is not None
+            return queued
+        return history
+
     def is_transient(self, stderr: str) -> bool:
         """Whether a failed command's error output means 'try again later'."""
         return False
@@ -461,10 +470,8 @@ class Scheduler(LoggingConfigurable):
                 except (TransportError, SchedulerError) as e:
                     error = e
             for i in rest:
-                if i in history and not (history[i].state is JobState.UNKNOWN and i in queue):
-                    out[i] = history[i]
-                elif i in queue:
-                    out[i] = queue[i]
+                if i in history or i in queue:
+                    out[i] = self.merge(queue.get(i), history.get(i))
                 elif error is not None:
                     out[i] = _unknown(error)
                 else:
@@ -475,7 +482,9 @@ class Scheduler(LoggingConfigurable):
         return out
 
     async def accounting(self, ids: Iterable[str]) -> dict[str, JobAccounting]:
-        """Resource use of *ids* (missing ids are left out). Raises SchedulerError if accounting is unavailable."""
+        """Resource use of *ids*, keyed by job id (an array job's id gives one entry per task,
+        ``"123_0"``...); ids unknown to the accounting are left out. Raises SchedulerError if the
+        accounting is unavailable."""
         ids = _ids(ids)
         if not ids:
             return {}
@@ -490,7 +499,8 @@ class Scheduler(LoggingConfigurable):
                 "accounting_unavailable",
             )
         acct = self.parse_accounting(result)
-        return {i: acct[i] for i in ids if i in acct}
+        wanted = set(ids)
+        return {k: v for k, v in acct.items() if k in wanted or k.split("_")[0] in wanted}
 
     async def find_by_name(self, name: str) -> list[str]:
         """Ids of jobs named *name* (queued or finished): after a crash between submit and the

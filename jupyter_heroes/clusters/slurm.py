@@ -11,7 +11,7 @@ directives at the first command line of the script, a value that contains a newl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from traitlets import Bool, Integer
@@ -159,6 +159,8 @@ def map_state(
         state = JobState.HELD
     if state is JobState.UNKNOWN:
         reason = f"Slurm reports an unrecognised state {native!r}"
+    elif native == "CANCELLED" and code.startswith("Dependency"):
+        reason = "cancelled: a job it depends on did not complete successfully"
     elif native == "CANCELLED":
         reason = (f"cancelled by user id {by}" if by else "cancelled") + (
             f" ({reason_words(code)})" if code and reason_words(code) else ""
@@ -271,6 +273,13 @@ class SlurmScheduler(Scheduler):
             )
         return job_id
 
+    def merge(self, queued: JobStatus | None, history: JobStatus | None) -> JobStatus:
+        status = super().merge(queued, history)
+        if status is history and queued is not None and queued.reason_code.startswith("Dependency"):
+            # sacct often records "None" or "Dependency" for a job killed because a dependency failed
+            status = replace(status, reason=queued.reason, reason_code=queued.reason_code)
+        return status
+
     def is_transient(self, stderr: str) -> bool:
         return bool(_TRANSIENT_RE.search(stderr or ""))
 
@@ -299,7 +308,7 @@ class SlurmScheduler(Scheduler):
             "--array",
             "--states=all",
             f"--jobs={','.join(ids)}",
-            "--format=%i|%A|%T|%r",
+            "--format=%i|%F|%T|%r",
         ]
 
     def parse_queue(self, result: CommandResult) -> list[QueueRow]:
@@ -328,7 +337,6 @@ class SlurmScheduler(Scheduler):
             "--noheader",
             "--parsable2",
             "--allocations",
-            "--array",
             f"--jobs={','.join(ids)}",
             "--format=JobID,State,ExitCode,Reason",
         ]
@@ -373,7 +381,7 @@ class SlurmScheduler(Scheduler):
     # --- recovery ----------------------------------------------------------------------------
     def find_argvs(self, name: str) -> list[list[str]]:
         return [
-            ["squeue", "--noheader", "--me", "--states=all", f"--name={name}", "--format=%A"],
+            ["squeue", "--noheader", "--me", "--states=all", f"--name={name}", "--format=%F"],
             ["sacct", "--noheader", "--parsable2", "--allocations", f"--name={name}",
              f"--starttime=now-{self.find_window_days:d}days", "--format=JobID"],
         ]  # fmt: skip
