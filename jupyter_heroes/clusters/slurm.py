@@ -533,7 +533,11 @@ def accounting_from_rows(rows: list[dict[str, Any]]) -> dict[str, JobAccounting]
         ):
             acct.max_rss_bytes = s.max_rss_bytes
     for acct in out.values():
-        # energy is measured on steps: the job line is empty, and steps say 0 when nothing measures it
+        # Slurm prints 0 (or nothing) where nothing measures energy: that is "not measured", not 0 J.
+        # The job line is often empty while its steps have the figures: sum them.
+        for s in acct.steps:
+            s.consumed_energy_j = s.consumed_energy_j or None
+        acct.consumed_energy_j = acct.consumed_energy_j or None
         if acct.consumed_energy_j is None and any(s.consumed_energy_j for s in acct.steps):
             acct.consumed_energy_j = sum(
                 s.consumed_energy_j or 0 for s in acct.steps if s.step_id != "extern"

@@ -228,3 +228,25 @@ def test_no_energy_measured_gives_none():
         SlurmScheduler.ACCOUNTING_FIELDS,
     )
     assert accounting_from_rows(rows)["302"].consumed_energy_j is None
+
+
+def test_real_testbed_sacct_22_05():
+    acct = accounting_from_rows(load("sacct-testbed-22.05.psv"))
+    assert set(acct) == {"1", "2", "3", "4", "5_0", "5_1"}
+    ok = acct["1"]
+    assert (ok.state, ok.exit_code, ok.elapsed_s, ok.alloc_cpus, ok.partition, ok.node_list, ok.name) == (
+        JobState.COMPLETED, 0, 12, 1, "debug", "localhost", "ok",
+    )  # fmt: skip
+    assert ok.max_rss_bytes == 4480 * 1024 and ok.start.isoformat() == "2026-11-21T22:31:54"
+    assert ok.consumed_energy_j is None and ok.steps[0].consumed_energy_j is None  # "0" means not measured
+    assert (acct["2"].state, acct["2"].exit_code) == (JobState.FAILED, 3)
+    cancelled = acct["3"]
+    assert cancelled.state is JobState.CANCELLED and cancelled.reason == "cancelled by user id 1001"
+    assert (cancelled.steps[0].exit_code, cancelled.steps[0].signal) == (0, 15)
+    dep = acct["4"]
+    assert (
+        dep.state is JobState.CANCELLED
+        and dep.reason == "cancelled: a job it depends on did not complete successfully"
+    )
+    assert dep.start is not None and dep.steps == []
+    assert (acct["5_1"].state, acct["5_1"].exit_code, acct["5_1"].name) == (JobState.FAILED, 1, "arr")
