@@ -33,13 +33,17 @@ from .sshd import SshdTestbed
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-_startup: dict[str, float] = {}
+_startup: dict[str, str] = {}
 
 
 def _run(component: Component, label: str) -> Iterator[Component]:
     t0 = time.monotonic()
     with component:
-        _startup[label] = time.monotonic() - t0
+        secs = time.monotonic() - t0
+        waited = getattr(component, "startup_seconds", {}).get("lock", 0.0)
+        _startup[label] = f"{secs - waited:.1f} s" + (
+            f" (+{waited:.0f} s waiting for another session)" if waited >= 1 else ""
+        )
         yield component
 
 
@@ -80,7 +84,7 @@ def browser() -> Iterator[Browser]:
 
     t0 = time.monotonic()
     with chromium() as b:
-        _startup["browser"] = time.monotonic() - t0
+        _startup["browser"] = f"{time.monotonic() - t0:.1f} s"
         yield b
 
 
@@ -94,5 +98,5 @@ def screenshots_dir(pytestconfig: pytest.Config) -> Path:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _startup:
-        parts = ", ".join(f"{name} {secs:.1f} s" for name, secs in _startup.items())
+        parts = ", ".join(f"{name} {took}" for name, took in _startup.items())
         terminalreporter.write_line(f"test bed start-up: {parts}")
