@@ -8,6 +8,7 @@ who then add their own users with roles (D3.1 Table 1) and projects.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,12 @@ class World:
         """A session on the service's database (to check what the API cannot show)."""
         engine = dbutil.make_engine(self.hub.db_url)
         return dbutil.session_factory(engine)()
+
+    def service_log_lines(self) -> list[dict[str, Any]]:
+        """The service's JSON log lines written so far (a line still being written is left out)."""
+        text = self.hub.service_log.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(ln) for ln in complete.splitlines() if ln.strip()]
 
     def audit_rows(self, **where: Any) -> list[orm.AuditEntry]:
         with self.db() as s:

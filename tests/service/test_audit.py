@@ -86,7 +86,7 @@ def test_the_trail_is_confined_and_paged(world: World) -> None:
 
 
 def test_audit_lines_reach_the_service_log(world: World) -> None:
-    lines = [json.loads(ln) for ln in world.hub.service_log.read_text().splitlines() if ln.startswith("{")]
+    lines = world.service_log_lines()
     audit = [d for d in lines if d.get("log", {}).get("logger") == "heroes.audit"]
     assert audit
     for d in audit:

@@ -108,9 +108,8 @@ def test_errors_are_json_without_traceback(world: World) -> None:
 
 
 def test_service_log_is_ecs_json(world: World) -> None:
-    lines = [ln for ln in world.hub.service_log.read_text().splitlines() if ln.strip()]
-    assert lines
-    docs = [json.loads(ln) for ln in lines]  # every line is a JSON object
+    docs = world.service_log_lines()  # every (complete) line is a JSON object
+    assert docs
     for d in docs:
         assert {"@timestamp", "log.level", "message", "ecs.version"} <= set(d)
     requests_ = [d for d in docs if d.get("event", {}).get("action") == "http.request"]
