@@ -13,9 +13,11 @@ is held on every applicable budget. Each hold is one conditional statement::
     WHERE id = :id AND amount_cents - reserved_cents - spent_cents >= :need
 
 whose row count says whether it fitted. On PostgreSQL (READ COMMITTED) a concurrent update of the row
-makes the statement wait and re-check its condition on the committed row; on SQLite writers are
-serialised by the database lock and the statement is the transaction's first write, so it reads the
-latest committed state. Either way exactly as many reservations are accepted as the budget allows,
+makes the statement wait and re-check its condition on the committed row. On SQLite writers are
+serialised by the database lock, and with the driver's default transaction handling (used by
+:func:`jupyter_heroes.dbutil.make_engine`) a transaction begins at its first write, so the statement
+always reads the latest committed state, whether it is the transaction's first write or it follows
+others (the engine writes the instance first, then reserves). Either way exactly as many reservations are accepted as the budget allows,
 however many arrive at once. Budgets are taken in id order (no deadlock); if a later one refuses,
 the earlier holds of the same call are given back before :class:`BudgetExceeded` is raised, so the
 caller's transaction stays usable.

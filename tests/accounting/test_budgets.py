@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from jupyter_heroes.accounting import budgets as ab
 from jupyter_heroes.marketplace.errors import Conflict, InvalidInput, NotFound
 from jupyter_heroes.marketplace.sample import add_run
-from jupyter_heroes.orm import Budget
+from jupyter_heroes.orm import Budget, WorkflowInstance
 from jupyter_heroes.orm_market import BudgetReservation
 
 
@@ -40,7 +40,10 @@ def test_fifty_concurrent_submissions_exactly_ten_accepted(db):
         try:
             barrier.wait()
             with db.session() as s:
-                r = ab.reserve(s, acme, None, "8.33", currency="EUR")
+                # as the engine does: the instance is written first, then the budget reserved
+                inst = add_run(s, db.ids, org="acme", user="alice", project=None, cluster="galileo",
+                               queue="debug", state="submitting")  # fmt: skip
+                r = ab.reserve(s, acme, None, "8.33", currency="EUR", instance_id=inst.id)
                 rid = r.id
             with lock:
                 accepted.append(rid)
@@ -61,6 +64,8 @@ def test_fifty_concurrent_submissions_exactly_ten_accepted(db):
     assert _budget(db, bid) == (10000, 10000, 0)
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(BudgetReservation)) == 10
+        # a refused submission rolled back its instance too: nothing half-done is left
+        assert s.scalar(select(func.count()).select_from(WorkflowInstance)) == 10
         assert ab.reservation_totals(s, bid) == {"held": 10000, "spent": 0}
     e = refused[-1]
     assert (e.limit, e.spent, e.reserved, e.requested, e.available) == (
