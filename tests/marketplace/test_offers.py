@@ -314,3 +314,49 @@ def test_pin_job_uses_version_at_submission(db):
         assert mo.pin_job(s, other.jobs[0].id) is None
         with pytest.raises(NotFound):
             mo.pin_job(s, s.scalar(select(func.max(Job.id))) + 1)
+
+
+def test_the_decision_ranks_enabled_offers_at_their_price(db):
+    """End to end with the decision module: only enabled offers are candidates, priced by the offer.
+    Runtimes come from a TEST STAND-IN predictor (fixed seconds per step), not a model."""
+    from dataclasses import dataclass
+
+    from jupyter_heroes.decision.decide import decide
+    from jupyter_heroes.decision.ranking import UserChoice
+    from jupyter_heroes.marketplace.sample import SOLVER
+    from jupyter_heroes.workflows.templates import load_template
+
+    @dataclass(frozen=True)
+    class P:
+        point: float
+        q_low: float
+        q_high: float
+        source: str = "test stand-in"
+        model_version: str = "0"
+
+    class StandIn:
+        def predict(self, features):
+            return P(3600.0, 3600.0, 3600.0)
+
+    ids = db.ids
+    acme = ids.orgs["acme"]
+    with db.session() as s:
+        debug = publish(s, ids, price={"currency": "EUR", "core_hour": "0.02", "gpu_hour": "1.00"}).offer_id
+        gpu = publish(
+            s, ids, name="galileo-gpu", queue="gpu", price={"currency": "EUR", "gpu_hour": "0.50"}
+        ).offer_id
+        publish(s, ids, name="not-enabled", queue="gpu", price={"currency": "EUR"})  # free, but not enabled
+        mo.enable_offer(s, acme, debug)
+        mo.enable_offer(s, acme, gpu)
+    with db.session() as s:
+        cands, excl = mo.offer_candidates(s, acme)
+    assert sorted(c.key for c in cands) == ["hpc-centre/galileo/debug", "hpc-centre/galileo/gpu"]
+    d = decide(
+        load_template(SOLVER), {}, cands, StandIn(), choice=UserChoice(strategy="cheapest"), exclusions=excl,
+        now=datetime(2026, 1, 5, 12, tzinfo=timezone.utc),
+    )  # fmt: skip
+    costs = {r["key"]: r["cost"] for r in d.table.to_dict(orient="records")}
+    # main: 16 cores x 2 GPUs for 1 h, post: 1 core for 1 h; the debug queue has no GPU: infeasible
+    assert costs["hpc-centre/galileo/gpu"] == Decimal("1.00")
+    assert d.recommendation is not None and d.recommendation.key == "hpc-centre/galileo/gpu"
+    assert "not-enabled" not in " ".join(costs)
