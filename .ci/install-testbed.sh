@@ -50,11 +50,11 @@ missing_apt() {
   done
 }
 apt_install() {
-  apt-get install -y -q --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null
+  apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null >/dev/null
 }
 if [ -n "${HEROES_FORCE_APT:-}" ] || [ -n "$(missing_apt)" ]; then
-  t apt-get update -q </dev/null
+  t apt-get update -qq </dev/null
   t apt_install "${APT_PACKAGES[@]}"
 else
   echo "apt: all ${#APT_PACKAGES[@]} packages installed"
@@ -86,7 +86,21 @@ fi
 # --- Python -----------------------------------------------------------------------------------------
 # Playwright's Python package carries its own driver; the browser is Debian's /usr/bin/chromium, so
 # `playwright install` is never run.
-(cd "$REPO" && t "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test,postgres,notebook,decision]" </dev/null)
+# extras test,postgres,notebook,decision: those pyproject.toml declares (numpy & co. may be core by now)
+EXTRAS=$("$PYTHON" - "$REPO/pyproject.toml" <<'PY'
+import sys
+wanted = ["test", "postgres", "notebook", "decision"]
+try:
+    import tomllib
+    with open(sys.argv[1], "rb") as f:
+        declared = tomllib.load(f)["project"].get("optional-dependencies", {})
+    wanted = [w for w in wanted if w in declared]
+except ModuleNotFoundError:  # Python 3.10: no tomllib; ask for all of them
+    pass
+print(",".join(wanted))
+PY
+)
+(cd "$REPO" && t "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[$EXTRAS]" </dev/null)
 
 # --- checks (no daemon is started) -------------------------------------------------------------------
 for exe in /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/slurmdbd /usr/sbin/munged /usr/sbin/mariadbd \
