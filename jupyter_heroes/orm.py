@@ -298,3 +298,7 @@ class AuditEntry(Base):
     status: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))  # success | failure | denied
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# marketplace and accounting tables live in their own module; import it so Base.metadata is complete
+from . import orm_market  # noqa: E402,F401
