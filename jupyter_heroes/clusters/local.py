@@ -24,10 +24,6 @@ class LocalTransport(Transport):
 
     name = "local"
 
-    @classmethod
-    def from_cluster(cls, cluster: Any, private_key: str | None = None, **kwargs: Any) -> LocalTransport:
-        return cls(**kwargs)
-
     def describe(self) -> str:
         return "this machine"
 

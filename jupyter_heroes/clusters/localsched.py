@@ -28,7 +28,6 @@ from traitlets import Unicode
 from . import _localjob
 from .scheduler import (
     CheckItem,
-    CommandResult,
     JobAccounting,
     JobSpec,
     JobStatus,
@@ -40,6 +39,7 @@ from .scheduler import (
 )
 from .slurm import map_state
 from .spec import JOB_ID_RE, JobSpecError, parse_array
+from .transport import CommandResult
 
 _HELPER = os.path.abspath(_localjob.__file__)
 

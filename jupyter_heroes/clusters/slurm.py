@@ -19,7 +19,6 @@ from traitlets import Bool, Integer
 from . import sacct
 from .scheduler import (
     CheckItem,
-    CommandResult,
     JobAccounting,
     JobSpec,
     JobState,
@@ -32,6 +31,7 @@ from .scheduler import (
     render_body,
 )
 from .spec import JOB_ID_RE
+from .transport import CommandResult
 
 #: Slurm job state (``squeue %T``, ``sacct State``) -> JobState
 STATE_MAP: dict[str, JobState] = {

@@ -323,7 +323,7 @@ class SSHTransport(Transport):
                 self.log.info(
                     "SSH connected to %s (host key %s)", self.describe(), self._host_key.fingerprint
                 )
-                return client.get_transport()  # type: ignore[return-value]
+                return client.get_transport()
 
     def _drop_blocking_later(self) -> None:
         """Forget a dead connection (closing it in the pool: paramiko's close may block)."""
@@ -472,7 +472,7 @@ class SSHTransport(Transport):
 
         def call() -> Any:
             with self._sftp_lock:
-                if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:  # type: ignore[union-attr]
+                if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:
                     client = self._client
                     if client is None or not t.is_active():
                         raise ConnectionAbortedError("connection lost")

@@ -156,6 +156,12 @@ class Transport(LoggingConfigurable):
         #: the number of squeue commands (first word of the argv, without its directory)
         self.stats: Counter[str] = Counter()
 
+    @classmethod
+    def from_cluster(cls, cluster: Any, private_key: str | None = None, **kwargs: Any) -> Transport:
+        """Build from a :class:`jupyter_heroes.orm.Cluster` row (and its decrypted private key text,
+        for transports that need one)."""
+        return cls(**kwargs)
+
     # --- public API --------------------------------------------------------------------------
     async def run(
         self, argv: Sequence[str], *, stdin: bytes | str | None = None, timeout: float | None = None
