@@ -68,7 +68,7 @@ def wait_ready(
         for p in procs:
             if p.poll() is not None:
                 raise ComponentError(
-                    f"{what}: {Path(str(p.args[0])).name} exited with code {p.returncode} while starting"
+                    f"{what}: {_program(p)} exited with code {p.returncode} while starting"
                     f"\n--- tail of {log}:\n{tail(log)}"
                 )
         try:
@@ -84,3 +84,9 @@ def wait_ready(
                 + f"\n--- tail of {log}:\n{tail(log)}"
             )
         time.sleep(interval)
+
+
+def _program(proc: subprocess.Popen) -> str:
+    args = proc.args
+    first = args[0] if isinstance(args, list | tuple) and args else args
+    return Path(str(first)).name

@@ -52,7 +52,7 @@ def chromium_executable() -> str:
     return exe
 
 
-def launch_chromium(playwright: Playwright, **kwargs: object) -> Browser:
+def launch_chromium(playwright: Playwright, **kwargs: Any) -> Browser:
     """Launch headless Debian Chromium through *playwright* (``sync_playwright().start()``)."""
     exe = chromium_executable()
     try:
@@ -64,7 +64,7 @@ def launch_chromium(playwright: Playwright, **kwargs: object) -> Browser:
 
 
 @contextlib.contextmanager
-def chromium(**kwargs: object) -> Iterator[Browser]:
+def chromium(**kwargs: Any) -> Iterator[Browser]:
     """A headless Chromium for the duration of the ``with`` block (Playwright sync API).
 
     Inside the block, other asyncio event loops keep working on this thread (see
@@ -95,7 +95,10 @@ def share_thread_with_asyncio(playwright_loop: asyncio.AbstractEventLoop | None)
         yield
         return
     events = asyncio.events
-    targets = [(asyncio.BaseEventLoop, "run_forever"), (asyncio.BaseEventLoop, "run_until_complete")]
+    targets: list[tuple[type, str]] = [
+        (asyncio.BaseEventLoop, "run_forever"),
+        (asyncio.BaseEventLoop, "run_until_complete"),
+    ]
     if hasattr(asyncio, "Runner"):  # Python >= 3.11
         targets.append((asyncio.Runner, "run"))
     originals = [(cls, name, getattr(cls, name)) for cls, name in targets]

@@ -95,8 +95,8 @@ class SlurmTestbed(Component):
     # --- lifecycle -------------------------------------------------------------------------------
     def _start(self) -> None:
         require_root("the Slurm test bed")
-        self._lock = contextlib.ExitStack()
-        self._timed("lock", lambda: self._lock.enter_context(exclusive("slurm")))
+        lock = self._lock = contextlib.ExitStack()
+        self._timed("lock", lambda: lock.enter_context(exclusive("slurm")))
         self._timed("cleanup", self._clean_slate)
         self._timed("configure", self._configure)
         self._timed("munged", self._start_munge)
