@@ -189,7 +189,8 @@ class EcsJsonFormatter(logging.Formatter):
             _put(doc, "error.stack_trace", record.exc_text)
         elif record.exc_info and record.exc_info[0] is not None:  # formatter used without the filter
             _put(doc, "error.stack_trace", redact_text("".join(traceback.format_exception(*record.exc_info))))
-        return json.dumps(doc, default=str, ensure_ascii=False)
+        # ASCII only: no U+2028 or NEL inside a line, whatever a client sent (lines split on "\n" only)
+        return json.dumps(doc, default=str)
 
 
 def ecs(
@@ -224,7 +225,8 @@ def ecs(
         "heroes.job": job,
         "user.name": user,
         "http.request.method": method,
-        "url.path": strip_query(path) if path else None,
+        "url.path": path.split("?", 1)[0] if path else None,
+        "url.query": strip_query(path).split("?", 1)[1] if path and "?" in path else None,
         "http.response.status_code": status,
         "event.duration": int(duration_ms * 1e6) if duration_ms is not None else None,
     }

@@ -191,7 +191,8 @@ class HeroesService(Application):
         super().initialize(argv)
         if self.config_file:
             self.load_config_file(self.config_file)
-        setup_logging(self.log_level, log_file=self.log_file or None, service_name="jupyter-heroes-service")
+        level: Any = self.log_level
+        setup_logging(level, log_file=self.log_file or None, service_name="jupyter-heroes-service")
         self.log = logging.getLogger("heroes.service")
         self.secrets = SecretBox(self.crypt_key)
         if not self.secrets.enabled:
@@ -275,10 +276,11 @@ class HeroesService(Application):
         handlers: list[Any] = [(api + regex, h) for regex, h in apihandlers.default_handlers]
         handlers += [
             (api + r"/openapi\.json", openapi.OpenAPIHandler),
+            (api + r"/?", openapi.IndexHandler),
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
             (prefix.rstrip("/") + "/?", RootHandler),
         ]
-        settings = dict(
+        settings: dict[str, Any] = dict(
             heroes=self,
             db_factory=self.db_factory,
             api_prefix=api,

@@ -228,10 +228,12 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     # --- errors ----------------------------------------------------------------------------------
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        message: str
+        reason: str
         if getattr(self, "_db", None) is not None:
             self._db.rollback()
         if isinstance(exc, ApiError):
-            message, reason = exc.message, exc.reason
+            message, reason = exc.message, exc.reason or "error"
         elif isinstance(exc, web.HTTPError) and status_code < 500:
             message, reason = self.default_error(status_code, exc)
         else:
@@ -533,9 +535,14 @@ class APIHandler(BaseHandler):
 
     # --- helpers for resource handlers -------------------------------------------------------------
     @property
-    def org(self) -> orm.Organization:
+    def context(self) -> OrgContext:
+        """The selected organization and the caller's scopes there (endpoints with ``org=True``)."""
         assert self.ctx is not None, "endpoint declared org=False"
-        return self.ctx.org
+        return self.ctx
+
+    @property
+    def org(self) -> orm.Organization:
+        return self.context.org
 
     def audit(self, target: str = "", *, action: str | None = None, **detail: Any) -> None:
         """Record the object a mutating call acts on (and non-secret details) for the audit row;

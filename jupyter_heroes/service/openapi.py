@@ -15,7 +15,7 @@ from typing import Any
 from .. import __version__
 from . import apihandlers, schemas
 from .auth import ORG_HEADER, ORG_QUERY
-from .handlers import BaseHandler, Endpoint
+from .handlers import APIHandler, BaseHandler, Endpoint
 
 METHODS = ("get", "post", "put", "patch", "delete")
 _PARAM_RE = re.compile(r"\{([a-z_]+)\}")
@@ -46,7 +46,7 @@ which the caller must hold through their roles in the selected organization (or,
 """
 
 
-def endpoints() -> list[tuple[str, type, str, Endpoint]]:
+def endpoints() -> list[tuple[str, type[APIHandler], str, Endpoint]]:
     """``(path template, handler class, method, Endpoint)`` for every declared operation."""
     out = []
     for _regex, handler in apihandlers.default_handlers:
@@ -57,7 +57,7 @@ def endpoints() -> list[tuple[str, type, str, Endpoint]]:
     return out
 
 
-def _operation(path: str, handler: type, method: str, ep: Endpoint) -> dict[str, Any]:
+def _operation(path: str, handler: type[APIHandler], method: str, ep: Endpoint) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
         {
             "name": p,
@@ -176,3 +176,21 @@ class OpenAPIHandler(BaseHandler):
         if prefix not in self._cache:
             self._cache[prefix] = json.dumps(build_openapi(prefix))
         self.finish(self._cache[prefix])
+
+
+class IndexHandler(OpenAPIHandler):
+    """``GET <prefix>/api/v1/`` (public): where the API describes itself."""
+
+    def get(self) -> None:
+        import json
+
+        self.finish(
+            json.dumps(
+                {
+                    "name": "Jupyter HEROES API",
+                    "version": __version__,
+                    "openapi": f"{self.api_prefix}/openapi.json",
+                    "documentation": "docs/api.md",
+                }
+            )
+        )

@@ -98,7 +98,7 @@ class World:
         """The service's JSON log lines written so far (a line still being written is left out)."""
         text = self.hub.service_log.read_text()
         complete = text[: text.rfind("\n") + 1]
-        return [json.loads(ln) for ln in complete.splitlines() if ln.strip()]
+        return [json.loads(ln) for ln in complete.split("\n") if ln.strip()]
 
     def audit_rows(self, **where: Any) -> list[orm.AuditEntry]:
         with self.db() as s:

@@ -88,6 +88,14 @@ def test_strip_query_keeps_harmless_parameters() -> None:
     assert strip_query("/plain/path") == "/plain/path"
 
 
+def test_a_line_stays_one_line(capture: tuple[logging.Logger, io.StringIO]) -> None:
+    log, stream = capture
+    log.info("odd \u2028 separators \x85 and\nnewlines", extra=ecs(path="/p\u2029q"))
+    out = stream.getvalue()
+    assert out.count("\n") == 1 and len(out.splitlines()) == 1
+    assert json.loads(out)["message"] == "odd \u2028 separators \x85 and\nnewlines"
+
+
 def test_redact_value_and_text() -> None:
     assert redact_value({"api_token": "x", "nested": [{"password": "p"}]}) == {
         "api_token": "[redacted]",

@@ -78,3 +78,5 @@ def test_served_document_matches(world: World) -> None:
     r = world.call(None, "GET", "/openapi.json")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
     assert r.json() == build_openapi("/services/heroes/api/v1")
+    index = world.call(None, "GET", "/")
+    assert index.status_code == 200 and index.json()["openapi"] == "/services/heroes/api/v1/openapi.json"

@@ -113,12 +113,12 @@ class GroupAPIHandler(APIHandler):
                 s.add(pm)
                 current[u.id] = pm
         for u in members_by_name(s, org, body.get("remove_members", [])):
-            pm = current.get(u.id)
-            if pm is None:
+            existing = current.get(u.id)
+            if existing is None:
                 continue
-            if pm.source == "idp":
+            if existing.source == "idp":
                 raise _idp_refusal(f"{u.name}'s membership of {groupname}")
-            s.delete(pm)
+            s.delete(existing)
         s.commit()
         s.refresh(p)
         return project_view(s, p)

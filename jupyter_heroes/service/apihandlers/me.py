@@ -28,8 +28,9 @@ class MeAPIHandler(APIHandler):
         user = get_user(s, name)
         orgs = []
         for org in member_orgs(s, user):
-            assert user is not None
-            view = member_view(s, user, org, membership(s, user, org))
+            om = membership(s, user, org)
+            assert user is not None and om is not None
+            view = member_view(s, user, org, om)
             orgs.append(
                 {
                     "name": org.name,

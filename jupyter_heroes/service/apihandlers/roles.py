@@ -77,8 +77,7 @@ class RoleListAPIHandler(APIHandler):
             raise ApiError(409, f"{name} is a built-in role; choose another name", "exists")
         if s.scalar(select(orm.Role.id).where(orm.Role.org_id == org.id, orm.Role.name == name)):
             raise ApiError(409, f"role {name} already exists in {org.name}", "exists")
-        assert self.ctx is not None
-        lacking = lacking_scopes(self.ctx, scopes)
+        lacking = lacking_scopes(self.context, scopes)
         if lacking:
             raise ApiError(
                 403,
@@ -96,8 +95,7 @@ class RoleListAPIHandler(APIHandler):
         self.audit(username, action="role.assign", role=role)
         self.ecs_fields["heroes.user"] = username
         user, _ = find_member(s, org, username)
-        assert self.ctx is not None
-        check_roles(s, self.ctx, [role])
+        check_roles(s, self.context, [role])
         existing = s.scalar(
             select(orm.RoleAssignment).where(
                 orm.RoleAssignment.user_id == user.id,
@@ -141,8 +139,7 @@ class RoleAPIHandler(APIHandler):
                 "PATCH /organization/admin/users/{username} with their new roles",
                 "builtin_role",
             )
-        assert self.ctx is not None
-        check_roles(s, self.ctx, [rolename], verb="delete")
+        check_roles(s, self.context, [rolename], verb="delete")
         s.execute(
             delete(orm.RoleAssignment).where(
                 orm.RoleAssignment.org_id == org.id, orm.RoleAssignment.role == rolename

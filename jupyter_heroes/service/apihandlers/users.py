@@ -63,7 +63,7 @@ class UserListAPIHandler(APIHandler):
                 "exists",
             )
         role_names = body.get("roles", [])
-        check_roles(s, self.ctx, role_names)
+        check_roles(s, self.context, role_names)
         projects = projects_by_name(s, org, body.get("projects", []))
         if user is None:
             user = orm.User(name=username, email=body.get("email", ""), full_name=body.get("full_name", ""))
@@ -126,8 +126,8 @@ class UserAPIHandler(APIHandler):
             local = {r for r, a in current.items() if a.source == "local"}
             to_add = wanted - set(current)
             to_remove = local - wanted
-            check_roles(s, self.ctx, sorted(to_add))
-            check_roles(s, self.ctx, sorted(to_remove), verb="revoke")
+            check_roles(s, self.context, sorted(to_add))
+            check_roles(s, self.context, sorted(to_remove), verb="revoke")
             for r in sorted(to_remove):
                 s.delete(current[r])
             for r in sorted(to_add):
@@ -175,7 +175,7 @@ class UserAPIHandler(APIHandler):
                 )
             )
         }
-        check_roles(s, self.ctx, sorted(held), verb="revoke")
+        check_roles(s, self.context, sorted(held), verb="revoke")
         remove_member(s, user, org)
         s.commit()
         return None
