@@ -575,9 +575,14 @@ class Scheduler(LoggingConfigurable):
         return CheckItem(name, "ok", f"test job {job_id} wrote {out}")
 
 
-def render_body(spec: JobSpec, container_runtime: str = "") -> list[str]:
-    """The script lines after the directives: quoted exports, then the quoted command."""
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in spec.env.items()]
+def render_body(
+    spec: JobSpec, container_runtime: str = "", native_env: dict[str, str] | None = None
+) -> list[str]:
+    """The script lines after the directives: the platform's names for the scheduler's own variables
+    (*native_env*: ``HEROES_JOB_ID`` -> ``SLURM_JOB_ID``; fixed text, no user data), quoted exports,
+    then the quoted command."""
+    lines = [f'export {k}="${{{v}:-}}"' for k, v in (native_env or {}).items()]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in spec.env.items()]
     argv = list(spec.command)
     if spec.container_image:
         if not container_runtime:

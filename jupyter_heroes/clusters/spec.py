@@ -28,6 +28,8 @@ ARRAY_RE = re.compile(
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 MAX_WALLTIME_S = 366 * 86400
+#: set by every scheduler for every job; a spec may not override them
+RESERVED_ENV = frozenset({"HEROES_JOB_ID", "HEROES_JOB_NAME", "HEROES_ARRAY_JOB_ID", "HEROES_ARRAY_TASK_ID"})
 
 
 class JobSpecError(ValueError):
@@ -146,6 +148,8 @@ class JobSpec:
         for k, v in self.env.items():
             if not isinstance(k, str) or not ENV_NAME_RE.match(k):
                 raise JobSpecError("env", f"variable name {k!r} must match ^[A-Z_][A-Z0-9_]*$")
+            if k in RESERVED_ENV:
+                raise JobSpecError("env", f"{k} is reserved: the scheduler sets it for every job")
             _check_text(f"env[{k}]", v, 131072, allow_newline=True)
         for name in ("workdir", "stdout", "stderr"):
             value = getattr(self, name)

@@ -133,3 +133,31 @@ def test_render_refuses_invalid_specs(sched):
 )
 def test_walltime_format(seconds, text):
     assert format_walltime(seconds) == text
+
+
+def test_slurm_variables_are_exported_under_the_platform_names(sched, tmp_path):
+    """Jobs read HEROES_JOB_ID / HEROES_ARRAY_TASK_ID / HEROES_ARRAY_JOB_ID on every scheduler."""
+    script = sched.render_script(
+        JobSpec(
+            name="h",
+            array="0-3",
+            command=[
+                sys.executable,
+                "-c",
+                "import os; print(os.environ['HEROES_JOB_ID'], os.environ['HEROES_ARRAY_TASK_ID'], os.environ['HEROES_ARRAY_JOB_ID'])",
+            ],
+        )
+    )
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SLURM_JOB_ID": "77",
+        "SLURM_ARRAY_TASK_ID": "2",
+        "SLURM_ARRAY_JOB_ID": "75",
+    }
+    cp = subprocess.run(["/bin/sh", str(path)], capture_output=True, text=True, timeout=30, env=env)
+    assert cp.stdout.split() == ["77", "2", "75"], cp.stderr
+    # the job's own env wins over nothing: a spec may not override the platform names
+    with pytest.raises(JobSpecError, match="reserved"):
+        sched.render_script(JobSpec(name="h", command=["true"], env={"HEROES_JOB_ID": "1"}))
