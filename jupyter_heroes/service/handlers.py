@@ -123,6 +123,7 @@ def endpoint(
                 if ep.body is not None:
                     self.body = self.parse_body(ep.body)
                 self.query_args = self.parse_query(ep.query)
+                self.db.commit()  # end the read transaction of authorization: no transaction across awaits
                 result = fn(self, *args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result

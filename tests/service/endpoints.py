@@ -1,8 +1,9 @@
 """Every declared API operation with a concrete path and a valid example body, for table-driven tests.
 
-The list comes from the service's own declarations (:func:`jupyter_heroes.service.openapi.endpoints`),
-so an endpoint added later is covered by the authorization, validation and audit tests at once; a
-missing example makes :func:`example` fail loudly.
+The list comes from the service's own declarations (:func:`jupyter_heroes.service.openapi.endpoints`)
+of the identity and administration modules, so an endpoint added to them is covered by the
+authorization, validation and audit tests at once; a missing example makes :func:`example` fail
+loudly.
 """
 
 from __future__ import annotations
@@ -34,8 +35,20 @@ class Op:
         return self.method in ("post", "put", "patch", "delete")
 
 
+#: the resource modules of the identity and administration API (tested here); other modules bring
+#: their own tests
+MODULES = {
+    f"jupyter_heroes.service.apihandlers.{m}"
+    for m in ("me", "users", "groups", "roles", "clusters", "templates", "organizations", "audit")
+}
+
+
 def all_ops() -> list[Op]:
-    return [Op(path, method, ep) for path, _h, method, ep in endpoints()]
+    return [Op(path, method, ep) for path, h, method, ep in endpoints() if h.__module__ in MODULES]
+
+
+def admin_paths() -> set[str]:
+    return {op.template for op in all_ops()}
 
 
 #: a valid body per (template, method); names are unique so nothing collides with the world

@@ -32,6 +32,7 @@ def test_every_scoped_endpoint_is_covered() -> None:
     ids = {op.id for op in SCOPED}
     assert len(ids) >= 30
     assert {op.id for op in all_ops()} - ids == {"GET /organization/auth/me"}
+    assert "GET /heroes/admin/organizations" in ids and "DELETE /organization/admin/users/{username}" in ids
 
 
 @pytest.mark.parametrize(("user", "role", "where"), CALLERS, ids=[c[1] for c in CALLERS])

@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
 
 from .conftest import World
+from .endpoints import admin_paths
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 BUDGET = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 5}
@@ -41,8 +42,11 @@ def test_schemathesis_finds_no_server_error(world: World) -> None:
     calls = 0
     unsatisfiable: list[str] = []
     t0 = time.monotonic()
+    mine = admin_paths()
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path not in mine:
+            continue  # other modules' endpoints are fuzzed by their own tests
         for mode, examples in BUDGET.items():
 
             @settings(
@@ -72,6 +76,6 @@ def test_schemathesis_finds_no_server_error(world: World) -> None:
                 failures.append(f"{operation.label} ({mode.value}): {str(e)[:1500]}")
     elapsed = time.monotonic() - t0
     assert not failures, "\n\n".join(failures)
-    assert calls >= len(doc["paths"]) * 2, calls
+    assert calls >= len(mine) * 2, calls
     assert len(unsatisfiable) <= 4, unsatisfiable
     assert elapsed < 120, f"schemathesis took {elapsed:.0f}s for {calls} calls"
