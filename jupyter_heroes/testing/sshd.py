@@ -188,11 +188,17 @@ class SshdTestbed(Component):
         finally:
             client.close()
 
-    def kill(self) -> None:
-        """SIGKILL the listening sshd (fault injection); :meth:`start` restarts it on the same port."""
+    def kill(self, sessions: bool = False) -> None:
+        """SIGKILL the listening sshd (fault injection); :meth:`start` restarts it on the same port.
+        With *sessions*, also the per-connection sshd processes, so established connections drop
+        (killing only the listener leaves them running, as on a real login node)."""
         if self._sshd is not None:
+            children = descendants(self._sshd.pid) if sessions else []
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._sshd.pid, signal.SIGKILL)
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self._sshd.wait(timeout=10)
             if self._sshd.pid in self.pids:
                 self.pids.remove(self._sshd.pid)
@@ -205,6 +211,23 @@ class SshdTestbed(Component):
             discard(self.scratch_root)
         if self._own_workdir:
             discard(self.workdir)
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below *pid* (from /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import secrets
-import signal
 import string
 import time
 from pathlib import Path
@@ -39,32 +38,9 @@ def fingerprint(public_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def descendants(pid: int) -> list[int]:
-    """All processes below *pid* (from /proc), children first."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def kill_sshd_and_its_sessions(sshd) -> None:
     """SIGKILL the listener and the per-connection sshd processes: established connections drop."""
-    sessions = descendants(sshd.pid)
-    sshd.kill()
-    for pid in sessions:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    sshd.kill(sessions=True)
 
 
 @pytest.fixture
