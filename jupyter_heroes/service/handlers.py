@@ -27,7 +27,6 @@ import inspect
 import json
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -187,7 +186,6 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         return self.hub_auth.check_xsrf_cookie(self)
 
     async def prepare(self) -> None:
-        self._t0 = time.monotonic()
         self.ctx: OrgContext | None = None
         self.audit_org_id: int | None = None
         self.audit_org_name: str | None = None
