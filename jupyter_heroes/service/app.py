@@ -30,9 +30,9 @@ from traitlets import Bool, Integer, List, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__, dbutil, orm
+from ..crypt import CRYPT_KEY_ENV, SecretBox
 from ..log import ecs, setup_logging, strip_query
 from . import apihandlers, openapi
-from .crypt import CRYPT_KEY_ENV, SecretBox
 from .handlers import NotFoundHandler, RootHandler
 
 log = logging.getLogger("heroes.service")

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jupyter_heroes import orm
-from jupyter_heroes.service.crypt import SecretBox
+from jupyter_heroes.crypt import SecretBox
 
 from .conftest import World, ssh_keypair, template_doc
 

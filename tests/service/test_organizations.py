@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_heroes import orm
-from jupyter_heroes.service.crypt import SecretBox, verify_secret
+from jupyter_heroes.crypt import SecretBox, verify_secret
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
 
 from .conftest import ACME, PLATFORM, World

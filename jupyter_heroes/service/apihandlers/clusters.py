@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
 from ... import orm
+from ...crypt import NoEncryptionKey
 from .. import schemas
 from ..auth import ApiError, not_found
-from ..crypt import NoEncryptionKey
 from ..handlers import APIHandler, endpoint, routes
 
 SCOPE = "clusters:manage"

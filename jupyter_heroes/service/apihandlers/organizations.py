@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from ... import orm
+from ...crypt import NoEncryptionKey, hash_secret, new_client_secret
 from .. import schemas
 from ..auth import ApiError, not_found
-from ..crypt import NoEncryptionKey, hash_secret, new_client_secret
 from ..handlers import APIHandler, endpoint, routes
 from ..views import find_org, org_view
 
