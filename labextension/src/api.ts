@@ -307,21 +307,24 @@ interface IOpenAPIOperation {
   responses?: Record<string, { content?: Record<string, unknown> }>;
 }
 
-/** The first GET path under /organization/workflow whose answer is `text/event-stream`. */
+/**
+ * The workflow event stream in an OpenAPI document: the first parameterless GET under
+ * `/organization/workflow` answering `text/event-stream`, else one named `.../events`.
+ */
 export function eventStreamPath(doc: IOpenAPI | undefined | null): string | null {
   const paths = doc?.paths ?? {};
-  for (const [path, ops] of Object.entries(paths)) {
-    if (!path.startsWith('/organization/workflow') || path.includes('{')) {
-      continue;
-    }
-    const responses = ops?.get?.responses ?? {};
-    for (const answer of Object.values(responses)) {
+  const candidates = Object.entries(paths).filter(
+    ([path, ops]) => path.startsWith('/organization/workflow') && !path.includes('{') && !!ops?.get
+  );
+  for (const [path, ops] of candidates) {
+    for (const answer of Object.values(ops.get?.responses ?? {})) {
       if (answer?.content && 'text/event-stream' in answer.content) {
         return path;
       }
     }
   }
-  return null;
+  const named = candidates.find(([path]) => path.endsWith('/events'));
+  return named ? named[0] : null;
 }
 
 /** A workflow event from an SSE message (JSON in `data`); null for keep-alives and junk. */

@@ -32,6 +32,8 @@ export interface ILiveOptions {
   maxReconnectDelay?: number;
   /** ms to gather events that ask for a fetch of the list into one fetch (default 300) */
   refetchDelay?: number;
+  /** a stream the service ends normally after this many ms is reopened at once (default 5 s) */
+  minStreamTime?: number;
 }
 
 export class LiveUpdater {
@@ -43,12 +45,15 @@ export class LiveUpdater {
     this.reconnectDelay = options.reconnectDelay ?? 2000;
     this.maxReconnectDelay = options.maxReconnectDelay ?? 60000;
     this.refetchDelay = options.refetchDelay ?? 300;
+    this.minStreamTime = options.minStreamTime ?? 5000;
   }
 
   readonly pollInterval: number;
   readonly reconnectDelay: number;
   readonly maxReconnectDelay: number;
   readonly refetchDelay: number;
+  /** ms a stream must have lived for its normal end to be followed by an immediate reconnect */
+  readonly minStreamTime: number;
 
   /** The instances as last fetched and updated by events. */
   get instances(): IWorkflowInstance[] {
@@ -139,6 +144,8 @@ export class LiveUpdater {
 
   private async stream(abort: AbortController, path: string): Promise<void> {
     const opened = { value: false };
+    const t0 = Date.now();
+    let failed = false;
     try {
       const onOpen = () => {
         opened.value = true;
@@ -151,9 +158,15 @@ export class LiveUpdater {
       if (abort.signal.aborted) {
         return;
       }
-      // fall through: reconnect
+      failed = true; // fall through: reconnect
     }
     if (abort.signal.aborted || abort !== this._abort) {
+      return;
+    }
+    if (opened.value && !failed && Date.now() - t0 >= this.minStreamTime) {
+      // the service closed a stream that had lived its time (it bounds their length): go on at once
+      this._failures = 0;
+      void this.stream(abort, path);
       return;
     }
     if (opened.value) {
@@ -181,9 +194,6 @@ export class LiveUpdater {
   }
 
   private onEvent(event: IWorkflowEvent): void {
-    if (event.type === 'hello' || event.type === 'ping') {
-      return;
-    }
     const applied = applyEvent(this._instances, event);
     if (applied.changed) {
       this._onChange([...this._instances]);

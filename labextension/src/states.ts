@@ -153,6 +153,9 @@ export function applyEvent(instances: IWorkflowInstance[], event: IWorkflowEvent
   if (event.type === 'overflow') {
     return { changed: false, refetch: true };
   }
+  if (event.type === 'snapshot') {
+    return applySnapshot(instances, event);
+  }
   if (!event.instance || (event.type !== 'instance' && event.type !== 'job')) {
     return { changed: false, refetch: false };
   }
@@ -186,6 +189,27 @@ export function applyEvent(instances: IWorkflowInstance[], event: IWorkflowEvent
   if (event.reason !== undefined) {
     job.reason = event.reason;
   }
+  return { changed: true, refetch: false };
+}
+
+/**
+ * A `snapshot` event (sent when a stream opens, one per live instance) carries the whole instance
+ * in `data`: it replaces or adds the instance. Without `data` it asks for a fetch.
+ */
+function applySnapshot(instances: IWorkflowInstance[], event: IWorkflowEvent): IApplied {
+  const data = event.data as IWorkflowInstance | undefined;
+  if (!data || typeof data !== 'object' || data.id === undefined) {
+    return { changed: false, refetch: !!event.instance };
+  }
+  const index = instances.findIndex(i => String(i.id) === String(data.id));
+  if (index < 0) {
+    instances.push({ ...data });
+    return { changed: true, refetch: false };
+  }
+  if (JSON.stringify(instances[index]) === JSON.stringify(data)) {
+    return { changed: false, refetch: false };
+  }
+  instances[index] = { ...data };
   return { changed: true, refetch: false };
 }
 

@@ -187,6 +187,22 @@ describe('event stream discovery', () => {
     expect(eventStreamPath(doc)).toBe('/organization/workflow/events');
   });
 
+  it('falls back to a parameterless workflow GET named .../events', () => {
+    const json = { '200': { content: { 'application/json': {} } } };
+    expect(
+      eventStreamPath({
+        paths: {
+          '/organization/workflow/instance/{id}/events': { get: { responses: json } },
+          '/organization/workflow/events': { get: { responses: json } },
+          '/organization/workflow/more/events': { post: { responses: json } }
+        }
+      })
+    ).toBe('/organization/workflow/events');
+    expect(
+      eventStreamPath({ paths: { '/organization/workflow/more/events': { post: { responses: json } } } })
+    ).toBeNull();
+  });
+
   it('answers null when the service has no event stream', () => {
     expect(eventStreamPath({ paths: { '/organization/workflow/instance': {} } })).toBeNull();
     expect(eventStreamPath(null)).toBeNull();

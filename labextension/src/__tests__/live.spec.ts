@@ -212,6 +212,37 @@ describe('LiveUpdater with an event stream', () => {
     t.updater.stop();
   });
 
+  it('reopens at once a stream the service ended after its time, without polling', async () => {
+    const t = setup();
+    t.updater.start();
+    await flush();
+    await jest.advanceTimersByTimeAsync(6000); // lived longer than minStreamTime (5 s)
+    const fetches = t.client.listInstances.mock.calls.length;
+    t.channels[0].end();
+    await flush();
+    expect(t.client.events).toHaveBeenCalledTimes(2);
+    expect(t.statuses.map(s => s.mode)).not.toContain('polling');
+    expect(t.updater.status.mode).toBe('stream');
+    // reopened: one fetch to catch up, no polling
+    expect(t.client.listInstances).toHaveBeenCalledTimes(fetches + 1);
+    await jest.advanceTimersByTimeAsync(30000);
+    expect(t.client.listInstances).toHaveBeenCalledTimes(fetches + 1);
+    t.updater.stop();
+  });
+
+  it('treats a stream ended right after opening as broken', async () => {
+    const t = setup();
+    t.updater.start();
+    await flush();
+    t.channels[0].end();
+    await flush();
+    expect(t.updater.status.mode).toBe('polling');
+    expect(t.client.events).toHaveBeenCalledTimes(1);
+    await jest.advanceTimersByTimeAsync(1000);
+    expect(t.client.events).toHaveBeenCalledTimes(2);
+    t.updater.stop();
+  });
+
   it('caps the reconnect delay', async () => {
     const t = setup();
     t.client.events.mockImplementation(() => {

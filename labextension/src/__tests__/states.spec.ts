@@ -126,6 +126,25 @@ describe('applyEvent', () => {
     expect(applyEvent(l, { type: 'job', instance: 'a', step: 's9', state: 'queued' }).refetch).toBe(true);
   });
 
+  it('takes a snapshot as the whole instance: replaces a known one, adds a new one', () => {
+    const l = list();
+    const fresh = { id: 'a', state: 'running', jobs: [{ step: 's1', state: 'running' }] };
+    expect(applyEvent(l, { type: 'snapshot', instance: 'a', state: 'running', data: fresh })).toEqual({
+      changed: true,
+      refetch: false
+    });
+    expect(l[0]).toEqual(fresh);
+    expect(l[0]).not.toBe(fresh);
+    expect(applyEvent(l, { type: 'snapshot', instance: 'a', data: { ...fresh } }).changed).toBe(false);
+    expect(applyEvent(l, { type: 'snapshot', instance: 'c', data: { id: 'c', state: 'queued' } })).toEqual({
+      changed: true,
+      refetch: false
+    });
+    expect(l.map(i => i.id)).toEqual(['a', 'b', 'c']);
+    // without its data: fetch the list
+    expect(applyEvent(l, { type: 'snapshot', instance: 'd', state: 'queued' }).refetch).toBe(true);
+  });
+
   it('ignores other event types', () => {
     expect(applyEvent(list(), { type: 'hello' })).toEqual({ changed: false, refetch: false });
   });
