@@ -168,6 +168,19 @@ class HeroesService(Application):
     def _default_log_file(self) -> str:
         return os.environ.get("HEROES_LOG_FILE", "")
 
+    data_dir = Unicode(
+        help="""Directory holding users' files when no object store is configured: workflow inputs are
+        read from <data_dir>/<organization>/<user>/<key> and outputs written under
+        <data_dir>/<organization>/<user>/results/<instance>/. Default: heroes-data beside a SQLite
+        database, else ./heroes-data.""",
+    ).tag(config=True)
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        if self.db_url.startswith("sqlite:///"):
+            return str(Path(self.db_url.removeprefix("sqlite:///")).resolve().parent / "heroes-data")
+        return str(Path("heroes-data").resolve())
+
     pid_file = Unicode(
         "",
         help="Write the service's process id to this file while it runs (for test beds and init scripts).",
@@ -203,7 +216,25 @@ class HeroesService(Application):
             )
         self.init_db()
         self.init_platform()
+        self.init_workflows()
         self.init_tornado()
+
+    def init_workflows(self) -> None:
+        """The workflow engine: one transport + scheduler per cluster, cluster keys decrypted on use."""
+        from ..workflows.engine import BackendPool, WorkflowEngine
+        from ..workflows.events import EventBus
+        from ..workflows.staging import LocalStoreStager
+
+        def key_loader(cluster: orm.Cluster) -> str | None:
+            return self.secrets.decrypt(cluster.private_key_enc) if cluster.private_key_enc else None
+
+        self.workflows = WorkflowEngine(
+            self.db_factory,
+            BackendPool(key_loader, parent=self),
+            LocalStoreStager(self.data_dir),
+            EventBus(),
+            parent=self,
+        )
 
     def init_db(self) -> None:
         if self.upgrade_db:
@@ -358,10 +389,15 @@ class HeroesService(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         t0 = time.monotonic()
+        # recovery (reconciling unfinished instances with their clusters) runs beside the API
+        recovery = asyncio.ensure_future(self.workflows.start())
         try:
             await stop.wait()
         finally:
             server.stop()
+            recovery.cancel()
+            await self.workflows.stop()
+            await self.workflows.backends.close()
             await server.close_all_connections()
             self.engine.dispose()
             log.info(

@@ -506,13 +506,20 @@ class APIHandler(BaseHandler):
             value: Any = raw
             if _bad_text(raw) is not None:
                 raise ApiError(400, f"query parameter '{name}' holds a NUL character", "invalid_field")
-            if schema.get("type") == "integer":
+            if schema.get("type") in ("integer", "number"):
+                kind = schema["type"]
                 try:
-                    value = int(raw)
+                    value = int(raw) if kind == "integer" else float(raw)
                 except ValueError:
                     raise ApiError(
-                        400, f"query parameter '{name}' must be an integer", "invalid_field"
+                        400,
+                        f"query parameter '{name}' must be an {kind}"
+                        if kind == "integer"
+                        else f"query parameter '{name}' must be a number",
+                        "invalid_field",
                     ) from None
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise ApiError(400, f"query parameter '{name}' must be a finite number", "invalid_field")
             problem = schemas.validate_body({name: value}, {"type": "object", "properties": {name: schema}})
             if problem:
                 raise ApiError(400, problem.replace("field", "query parameter", 1), "invalid_field")

@@ -166,7 +166,12 @@ class HubTestbed(Component):
 
     # --- lifecycle --------------------------------------------------------------------------------
     def write_config(self) -> None:
-        extra_args = [f"--HeroesService.pid_file={self.service_pid_file}"]
+        extra_args = [
+            f"--HeroesService.pid_file={self.service_pid_file}",
+            # workflows in tests finish in seconds: poll their clusters often
+            "--WorkflowEngine.poll_interval=0.5",
+            "--WorkflowEngine.sweep_interval=5",
+        ]
         if self.max_body_size:
             extra_args.append(f"--HeroesService.max_body_size={self.max_body_size}")
         text = CONFIG.format(

@@ -98,6 +98,8 @@ class BackendPool:
     the pooled SSH connection). *key_loader* returns a cluster's decrypted private key."""
 
     def __init__(self, key_loader: Callable[[Cluster], str | None] | None = None, **config: Any) -> None:
+        """*config* (e.g. ``parent=`` a configurable, or ``config=``) is passed to every transport and
+        scheduler, so ``c.SSHTransport.*`` / ``c.SlurmScheduler.*`` settings apply."""
         self.key_loader = key_loader or (lambda c: None)
         self.config = config
         self._backends: dict[int, tuple[Transport, Scheduler]] = {}
@@ -153,6 +155,12 @@ class WorkflowEngine(LoggingConfigurable):
         help="""Longest wait, in seconds, between polls of a cluster that does not answer; the wait doubles
         from poll_interval after each failed poll and returns to poll_interval after a good one.""",
     )
+    sweep_interval = Float(
+        30.0,
+        config=True,
+        help="""Seconds between two sweeps over unfinished instances that re-send steps whose launch
+        failed transiently (cluster unreachable, staging interrupted). 0 disables the sweep.""",
+    )
     log_tail_bytes = Integer(
         65536,
         config=True,
@@ -177,6 +185,7 @@ class WorkflowEngine(LoggingConfigurable):
         self._wake: dict[int, asyncio.Event] = {}
         self._cancel_requested: set[str] = set()
         self._running = False
+        self._sweeper: asyncio.Future | None = None
 
     # --- creating and launching ----------------------------------------------------------------------
     def create_instance(
@@ -485,10 +494,12 @@ class WorkflowEngine(LoggingConfigurable):
                     finished.append(job.id)
                 touched.add(job.instance_id)
                 self._publish_job(s.get(WorkflowInstance, job.instance_id).org_id, job.instance_id, job)
+        if finished:
+            # accounting and outputs first: an instance is "completed" only once its results are back
+            await self._finish_jobs(cluster_id, finished)
+        with session_scope(self.session_factory) as s:
             for iid in touched:
                 self._update_instance(s, iid)
-        if finished:
-            await self._finish_jobs(cluster_id, finished)
         for iid in touched:
             await self._after_change(iid)
         stats.seconds = time.perf_counter() - t0
@@ -581,23 +592,50 @@ class WorkflowEngine(LoggingConfigurable):
 
     # --- recovery -----------------------------------------------------------------------------------
     async def recover(self) -> dict[str, int]:
-        """Reconcile every unfinished instance after a (re)start. Returns counts of what was done."""
+        """Reconcile every unfinished instance: after a (re)start, and periodically for instances whose
+        launch failed transiently. Each instance is handled under its lock, so a launch in progress in
+        this process is never mistaken for a lost one. Returns counts of what was done."""
         counts = {"adopted": 0, "resubmitted": 0, "duplicates_cancelled": 0, "instances": 0}
         with session_scope(self.session_factory) as s:
-            todo = [
-                (j.id, j.instance_id, j.step, j.cluster_id)
-                for j in s.scalars(select(Job).where(Job.state == SUBMITTING, Job.scheduler_job_id == ""))
-            ]
             instances = list(
                 s.scalars(
                     select(WorkflowInstance.id).where(WorkflowInstance.state.not_in(FINAL_INSTANCE_STATES))
                 )
             )
-        for jid, iid, step, cluster_id in todo:
+        for iid in instances:
+            counts["instances"] += 1
+            async with self._lock(iid):
+                await self._reconcile_submitting(iid, counts)
+                await self._launch(iid)
+            self._ensure_monitor_for(iid)
+        with session_scope(self.session_factory) as s:
+            cluster_ids = set(s.scalars(select(Job.cluster_id).where(Job.state.in_(LIVE_JOB_STATES))))
+        for cid in cluster_ids:
+            if cid is not None:
+                await self.poll_cluster(cid)
+        return counts
+
+    async def _reconcile_submitting(self, instance_id: str, counts: dict[str, int]) -> None:
+        """Jobs marked ``submitting`` whose id was never recorded: adopt the job the scheduler has under
+        their name, or send them again if it has none."""
+        with session_scope(self.session_factory) as s:
+            todo = [
+                (j.id, j.step, j.cluster_id)
+                for j in s.scalars(
+                    select(Job).where(
+                        Job.instance_id == instance_id, Job.state == SUBMITTING, Job.scheduler_job_id == ""
+                    )
+                )
+            ]
+        for jid, step, cluster_id in todo:
             with session_scope(self.session_factory) as s:
                 cluster = s.get(Cluster, cluster_id)
             scheduler = self.backends.scheduler(cluster)
-            found = await scheduler.find_by_name(job_name(iid, step))
+            try:
+                found = await scheduler.find_by_name(job_name(instance_id, step))
+            except SchedulerError as e:
+                self.log.warning("cannot reconcile %s/%s yet: %s", instance_id, step, e)
+                continue  # unknown: leave it marked, never resubmit blindly
             with session_scope(self.session_factory) as s:
                 job = s.get(Job, jid)
                 if found:
@@ -611,15 +649,6 @@ class WorkflowEngine(LoggingConfigurable):
             if len(found) > 1:  # should not happen; never leave a twin running
                 await scheduler.cancel(found[1:])
                 counts["duplicates_cancelled"] += len(found) - 1
-        for iid in instances:
-            counts["instances"] += 1
-            await self.launch(iid)
-        with session_scope(self.session_factory) as s:
-            cluster_ids = set(s.scalars(select(Job.cluster_id).where(Job.state.in_(LIVE_JOB_STATES))))
-        for cid in cluster_ids:
-            if cid is not None:
-                await self.poll_cluster(cid)
-        return counts
 
     # --- background monitors ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -631,10 +660,25 @@ class WorkflowEngine(LoggingConfigurable):
         for cid in cluster_ids:
             if cid is not None:
                 self._ensure_monitor(cid)
+        if self.sweep_interval > 0:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def _sweep(self) -> None:
+        while self._running:
+            await asyncio.sleep(
+                self.sweep_interval * (1 + random.uniform(-self.poll_jitter, self.poll_jitter))
+            )
+            try:
+                await self.recover()
+            except Exception:
+                self.log.exception("sweep over unfinished workflow instances failed")
 
     async def stop(self) -> None:
         self._running = False
         tasks = list(self._monitors.values())
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+            self._sweeper = None
         for t in tasks:
             t.cancel()
         for t in tasks:
