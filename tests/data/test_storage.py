@@ -147,7 +147,10 @@ async def test_multipart_upload_is_verified_and_readable_by_another_client(stora
     assert res.etag == multipart_etag(parts)
     body = boto.get_object(Bucket=bucket, Key="big.bin")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest() == res.sha256
-    assert (await storage.stat(bucket, "big.bin")).sha256 == res.sha256
+    st = await storage.stat(bucket, "big.bin")
+    assert (st.sha256, st.etag) == (res.sha256, res.etag)  # recorded as a tag: the object was not rewritten
+    tags = {t["Key"]: t["Value"] for t in boto.get_object_tagging(Bucket=bucket, Key="big.bin")["TagSet"]}
+    assert tags == {"heroes-sha256": res.sha256}
     assert await read_all(storage, bucket, "big.bin") == data
     assert (
         await read_all(storage, bucket, "big.bin", offset=5 * MiB - 3, length=10)
