@@ -346,10 +346,15 @@ class Stager:
                 await sink(item)
                 await progress(len(item))
         finally:
-            if not producer.done():
+            # stop the producer for good: cancel it and empty the queue so that a put() cannot hold
+            # it, until it has ended (never leave a reader running behind a failed transfer)
+            while not producer.done():
                 producer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await producer
+                while not queue.empty():
+                    queue.get_nowait()
+                await asyncio.wait({producer}, timeout=0.1)
+            if not producer.cancelled():
+                producer.exception()  # retrieved: its error, if any, was already raised above
 
     # --- inputs: bucket -> instance directory ---------------------------------------------------
     async def stage_in(
