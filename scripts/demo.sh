@@ -10,4 +10,10 @@ if ! command -v configurable-http-proxy >/dev/null 2>&1; then
   npm install -g --no-audit --no-fund configurable-http-proxy@5.3.0
 fi
 python3 -m pip install -q -e ".[notebook]"
+# an editable install does not install data files: enable the Jupyter server extension and link the
+# prebuilt JupyterLab extension into this Python's prefix by hand
+prefix=$(python3 -c 'import sys; print(sys.prefix)')
+mkdir -p "$prefix/etc/jupyter/jupyter_server_config.d" "$prefix/share/jupyter/labextensions"
+cp jupyter-config/jupyter_server_config.d/jupyter_heroes.json "$prefix/etc/jupyter/jupyter_server_config.d/"
+ln -sfn "$PWD/jupyter_heroes/labextension" "$prefix/share/jupyter/labextensions/jupyter-heroes"
 exec heroes demo "$@"

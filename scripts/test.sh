@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash .ci/install-testbed.sh
 ruff check .
 ruff format --check .
+# the JupyterLab extension's unit tests (its production build is committed in jupyter_heroes/labextension)
+(cd labextension && npm ci --no-audit --no-fund --loglevel=error && npm test -- --silent)
 mkdir -p test-artifacts
-rc=0
-python -m pytest "$@" || rc=$?
-exit $rc
+python -m pytest "$@"

@@ -63,3 +63,19 @@ def test_crypt_key_file_is_created_once(tmp_path: Path) -> None:
     k2 = install_heroes(c, crypt_key_file=str(keyfile))["environment"]["HEROES_CRYPT_KEY"]
     assert k1 == k2 and len(k1) == 44
     assert keyfile.stat().st_mode & 0o777 == 0o600
+
+
+def test_user_servers_may_call_the_service():
+    from traitlets.config import Config
+
+    from jupyter_heroes.hubconfig import install_heroes
+
+    c = Config()
+    c.JupyterHub.base_url = "/jh/"
+    c.Spawner.environment = {"KEEP": "1"}
+    install_heroes(c, port=10555)
+    assert "access:services!service=heroes" in c.Spawner.server_token_scopes
+    assert "access:servers!server" in c.Spawner.server_token_scopes  # the defaults are kept
+    assert c.Spawner.environment == {"KEEP": "1", "HEROES_SERVICE_URL": "http://127.0.0.1:10555/jh/services/heroes/"}
+    install_heroes(c, port=10555)  # idempotent
+    assert c.Spawner.server_token_scopes.count("access:services!service=heroes") == 1
