@@ -84,8 +84,23 @@ install_heroes(
     extra_env={extra_env!r},
 )
 
+{restart_poll}
 # --- extra config ---
 {extra_config}
+"""
+
+RESTART_POLL = """
+# test bed only: JupyterHub notices a dead managed service at its spawner's next poll (30 s by
+# default, not configurable); a faster-polling spawner class makes fault-injection tests quick
+import jupyterhub.services.service as _service
+from traitlets import Int as _Int
+
+
+class _FastPollServiceSpawner(_service._ServiceSpawner):
+    poll_interval = _Int({seconds})
+
+
+_service._ServiceSpawner = _FastPollServiceSpawner
 """
 
 
@@ -112,7 +127,11 @@ class HubTestbed(Component):
         crypt_key: str | None = None,
         workdir: Path | None = None,
         start_timeout: float = 90.0,
+        service_restart_poll: float | None = None,
     ) -> None:
+        """*service_restart_poll*: seconds between the hub's checks that the managed HEROES service is
+        alive (JupyterHub restarts it when it died; 30 s by default, and not configurable): for
+        fault-injection tests that kill the service."""
         workdir = workdir or Path(tempfile.mkdtemp(prefix="hub-", dir=testbed_dir()))
         super().__init__(workdir)
         self.platform_admins = list(platform_admins)
@@ -124,6 +143,7 @@ class HubTestbed(Component):
         self.crypt_key = Fernet.generate_key().decode() if crypt_key is None else crypt_key
         self.db_url = db_url or f"sqlite:///{self.workdir / 'heroes.sqlite'}"
         self.start_timeout = start_timeout
+        self.service_restart_poll = service_restart_poll
         self.admin_token = secrets.token_hex(32)
         self.port = self.hub_port = self.proxy_api_port = self.service_port = 0
         self.start_seconds = 0.0
@@ -191,6 +211,9 @@ class HubTestbed(Component):
             extra_args=extra_args,
             extra_env=self.extra_env,
             extra_config=self.extra_config,
+            restart_poll=RESTART_POLL.format(seconds=max(1, round(self.service_restart_poll)))
+            if self.service_restart_poll
+            else "",
         )
         self.config_file.write_text(text)
 
