@@ -67,14 +67,16 @@ class ReportMixin(APIHandler):
             return None
         return jsonable(rows)
 
-    def filters(self) -> dict[str, int]:
-        """``project`` and ``user`` query parameters as ids (400 for a name not in the organization)."""
-        out = {}
-        if "project" in self.query_args:
-            out["project_id"] = projects_by_name(self.db, self.org, [self.query_args["project"]])[0].id
-        if "user" in self.query_args:
-            out["user_id"] = members_by_name(self.db, self.org, [self.query_args["user"]])[0].id
-        return out
+    def filters(self) -> dict[str, int | None]:
+        """``project`` and ``user`` query parameters as ``project_id`` / ``user_id`` (400 for a name
+        that is not in the organization)."""
+        a = self.query_args
+        return {
+            "project_id": projects_by_name(self.db, self.org, [a["project"]])[0].id
+            if "project" in a
+            else None,
+            "user_id": members_by_name(self.db, self.org, [a["user"]])[0].id if "user" in a else None,
+        }
 
 
 class UsageAPIHandler(ReportMixin):
@@ -93,7 +95,10 @@ class UsageAPIHandler(ReportMixin):
         args = self.report_args()
         dims = parse_dims(self.query_args["by"])
         with domain_errors():
-            rows = reports.usage_report(self.db, self.org.id, by=dims, **args, **self.filters())
+            f = self.filters()
+            rows = reports.usage_report(
+                self.db, self.org.id, by=dims, project_id=f["project_id"], user_id=f["user_id"], **args
+            )
         return self.answer(rows, "usage")
 
 
@@ -120,7 +125,10 @@ class UsageRecordsAPIHandler(ReportMixin):
         a = self.query_args
         start, end = parse_time(a.get("start"), "start"), parse_time(a.get("end"), "end")
         with domain_errors():
-            text = reports.records_csv(self.db, self.org.id, start=start, end=end, **self.filters())
+            f = self.filters()
+            text = reports.records_csv(
+                self.db, self.org.id, start=start, end=end, project_id=f["project_id"], user_id=f["user_id"]
+            )
         if a.get("format") == "csv":
             write_csv(self, text, f"{self.org.name}-ledger.csv")
             return None
