@@ -176,11 +176,41 @@ class StagingError(DataError):
         self.report = report
 
 
+class _Dirs:
+    """Destination directories of one staging run: each is made, its real path checked against the
+    instance directory, and its entries listed, once, however many files land in it (one listing
+    instead of three ``stat`` calls per file)."""
+
+    def __init__(self, stager: Stager, real_root: str | None) -> None:
+        self._stager = stager
+        self._real_root = real_root
+        self._made: dict[str, asyncio.Future[dict[str, TargetStat]]] = {}
+
+    async def ensure(self, path: str) -> dict[str, TargetStat]:
+        """Make *path* (checked) and return its entries as they were before this run wrote there."""
+        fut = self._made.get(path)
+        if fut is None:
+            fut = self._made[path] = asyncio.ensure_future(self._make(path))
+        return await asyncio.shield(fut)
+
+    async def _make(self, path: str) -> dict[str, TargetStat]:
+        target = self._stager.target
+        await target.makedirs(path)
+        await self._stager._check_confined(self._real_root, path, path)
+        return {e.name: e.stat for e in await target.listdir(path)}
+
+
 class Stager:
     """Copies between one :class:`Storage` and one :class:`FileTarget`.
 
     With *access* (a :class:`~jupyter_heroes.data.tenancy.DataAccess`) every bucket is checked
     against the caller's rights and outputs must fit the quota before the first byte is written.
+
+    *parallel* files move at once, each through a pipeline of *queue_depth* chunks of *chunk_size*
+    bytes. Inputs of at least *resumable_size* bytes keep a ``.part.meta`` record so an interrupted
+    copy resumes; smaller ones simply start over. Files under *readback_below* bytes are verified by
+    reading them back rather than by the target's ``checksum`` (a remote command costs tens of
+    milliseconds, more than reading a small file).
     """
 
     def __init__(
@@ -192,6 +222,8 @@ class Stager:
         parallel: int = 4,
         queue_depth: int = 4,
         chunk_size: int = 1 * MiB,
+        resumable_size: int = 8 * MiB,
+        readback_below: int = 8 * MiB,
         on_event: Callable[[StagingEvent], Any] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -203,6 +235,8 @@ class Stager:
         self.parallel = parallel
         self.queue_depth = queue_depth
         self.chunk_size = chunk_size
+        self.resumable_size = resumable_size
+        self.readback_below = readback_below
         self.on_event = on_event
         self.log = logger or log
 
@@ -238,9 +272,11 @@ class Stager:
         finally:
             await f.close()
 
-    async def _target_sha256(self, path: str) -> str:
+    async def _target_sha256(self, path: str, size: int | None = None) -> str:
+        """SHA-256 of a file on the target: computed there when the target can and the file is large
+        (a remote command costs tens of milliseconds), else by reading it back."""
         checksum = getattr(self.target, "checksum", None)
-        if checksum is not None:
+        if checksum is not None and (size is None or size >= self.readback_below):
             value = await checksum(path)
             if value:
                 return value
@@ -388,6 +424,7 @@ class Stager:
         real_root = await self._real_root(instance_dir)
         if real_root is not None:
             await self._check_confined(real_root, root, subdir or ".")
+        dirs = _Dirs(self, real_root)
         jobs = []
         for o in objects:
             rel = o.key[len(prefix) :]
@@ -397,71 +434,74 @@ class Stager:
             except InvalidName as e:  # a key S3 accepted but no file may be named after
                 jobs.append((rec, _refusal(e)))
                 continue
-            jobs.append((rec, self._job_in(bucket, o, rec.destination, real_root)))
+            jobs.append((rec, self._job_in(bucket, o, rec.destination, dirs)))
         return await self._run_all("in", jobs, check)
 
     def _job_in(
-        self, bucket: str, obj: ObjectInfo, dest: str, real_root: str | None
+        self, bucket: str, obj: ObjectInfo, dest: str, dirs: _Dirs
     ) -> Callable[[TransferRecord], Any]:
         async def job(rec: TransferRecord) -> None:
-            await self._copy_in(rec, bucket, obj, dest, real_root)
+            await self._copy_in(rec, bucket, obj, dest, dirs)
 
         return job
 
     async def _copy_in(
-        self, rec: TransferRecord, bucket: str, listed: ObjectInfo, dest: str, real_root: str | None
+        self, rec: TransferRecord, bucket: str, listed: ObjectInfo, dest: str, dirs: _Dirs
     ) -> None:
-        parent = posixpath.dirname(dest)
-        await self.target.makedirs(parent)
-        await self._check_confined(real_root, parent, rec.file)
+        entries = await dirs.ensure(posixpath.dirname(dest))
         if listed.is_folder:
             existed = await self._stat_or_none(dest)
             if existed is not None and not existed.is_dir:
                 raise InvalidName(f"{rec.file}: {dest} exists and is not a directory; refusing to replace it")
-            await self.target.makedirs(dest)
-            await self._check_confined(real_root, dest, rec.file)
+            await dirs.ensure(dest)
             rec.outcome = "skipped" if existed else "copied"
             return
-        obj = await self.storage.stat(bucket, listed.key)
-        rec.size = obj.size
         part, meta = dest + PART_SUFFIX, dest + META_SUFFIX
-        for p in (dest, part, meta):
-            st = await self._stat_or_none(p)
+        obj = await self.storage.stat(bucket, listed.key)
+        name = posixpath.basename(dest)
+        current, part_st, meta_st = (entries.get(n) for n in (name, name + PART_SUFFIX, name + META_SUFFIX))
+        rec.size = obj.size
+        for p, st in ((dest, current), (part, part_st), (meta, meta_st)):
             if st is not None and not st.is_file:
                 raise InvalidName(
                     f"{rec.file}: {p} exists and is not a regular file (a symlink?); refusing to write there"
                 )
 
         # 1. skip when the same content is already there
-        current = await self._stat_or_none(dest)
         if current is not None and current.size == obj.size:
             source_sha = obj.sha256 or await self._object_sha256(bucket, obj)
-            if await self._target_sha256(dest) == source_sha:
+            if await self._target_sha256(dest, current.size) == source_sha:
                 rec.outcome, rec.sha256 = "skipped", source_sha
+                if meta_st is not None:
+                    await self._remove_quietly(meta)
                 return
 
-        # 2. resume an interrupted copy of the same source version, or start afresh
+        # 2. resume an interrupted copy of the same source version, or start afresh; files smaller
+        # than resumable_size always start afresh (cheaper than the bookkeeping)
         offset = 0
         sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
         # the MD5 is needed only for objects without a recorded SHA-256 whose ETag is an MD5
         hashes = (sha,) if obj.sha256 or not _PLAIN_ETAG.match(obj.etag) else (sha, md5)
-        part_st = await self._stat_or_none(part)
+        resumable = obj.size >= self.resumable_size
         if (
-            part_st is not None
-            and await self._read_meta(meta) == self._meta(bucket, obj)
+            resumable
+            and part_st is not None
+            and meta_st is not None
             and part_st.size <= obj.size
+            and await self._read_meta(meta) == self._meta(bucket, obj)
         ):
             async for chunk in self._read_target(part):
                 await asyncio.to_thread(_update, hashes, chunk)
                 offset += len(chunk)
             rec.resumed_from = offset
-        else:
-            await self._remove_quietly(part)
+        elif resumable:
             f = await self.target.open(meta, "wb")
             try:
                 await f.write(json.dumps(self._meta(bucket, obj)).encode())
             finally:
                 await f.close()
+        elif meta_st is not None:
+            await self._remove_quietly(meta)
 
         # 3. copy the rest, hashing as it goes
         done = offset
@@ -506,7 +546,7 @@ class Stager:
                 "run the staging again"
             )
         await self.target.rename(part, dest)
-        landed = await self._target_sha256(dest)
+        landed = await self._target_sha256(dest, done)
         if landed != got:
             await self._remove_quietly(dest)
             await self._remove_quietly(meta)
@@ -514,7 +554,8 @@ class Stager:
                 f"{rec.file}: the file on the cluster does not match the bytes sent (sha256 {landed[:12]}... vs "
                 f"{got[:12]}...); it was removed, run the staging again"
             )
-        await self._remove_quietly(meta)
+        if resumable:
+            await self._remove_quietly(meta)
         rec.outcome = "resumed" if rec.resumed_from else "copied"
 
     @staticmethod
@@ -629,7 +670,7 @@ class Stager:
     ) -> None:
         if existing is not None and existing.size == st.size:
             obj = await self.storage.stat(bucket, key)
-            if obj.sha256 and obj.sha256 == await self._target_sha256(path):
+            if obj.sha256 and obj.sha256 == await self._target_sha256(path, st.size):
                 rec.outcome, rec.sha256 = "skipped", obj.sha256
                 return
         done = 0
@@ -650,7 +691,7 @@ class Stager:
                 f"{rec.file} changed while it was being copied; the copy was removed, run the staging again"
             )
         checksum = getattr(self.target, "checksum", None)
-        if checksum is not None:
+        if checksum is not None and st.size >= self.readback_below:  # small files: the ETag check suffices
             landed = await checksum(path)
             if landed and landed != result.sha256:
                 await self.storage.delete_objects(bucket, [key])

@@ -171,7 +171,7 @@ async def test_a_part_file_of_another_version_is_not_resumed(storage, target, bu
     inst = tmp_path / "inst"
     inst.mkdir()
     await storage.upload(bucket, "in/data.bin", os.urandom(3 * MiB))
-    stager = Stager(storage, target)
+    stager = Stager(storage, target, resumable_size=MiB)
     old = await storage.stat(bucket, "in/data.bin")
     # a .part left by an interrupted copy of the old version
     (inst / "data.bin.part").write_bytes(b"x" * MiB)
@@ -183,6 +183,19 @@ async def test_a_part_file_of_another_version_is_not_resumed(storage, target, bu
     rec = (await stager.stage_in(bucket, str(inst), prefix="in/")).records[0]
     assert (rec.outcome, rec.resumed_from) == ("copied", 0)
     assert (inst / "data.bin").read_bytes() == new
+    assert not (inst / "data.bin.part").exists() and not (inst / "data.bin.part.meta").exists()
+
+
+async def test_small_files_restart_instead_of_resuming(storage, target, bucket, tmp_path):
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    data = os.urandom(MiB)
+    await storage.upload(bucket, "in/small.bin", data)
+    (inst / "small.bin.part").write_bytes(data[:1000])  # left by a crash
+    stager = Stager(storage, target)  # resumable_size 8 MiB: no .part.meta bookkeeping below it
+    rec = (await stager.stage_in(bucket, str(inst), prefix="in/")).records[0]
+    assert (rec.outcome, rec.resumed_from, rec.bytes) == ("copied", 0, MiB)
+    assert sorted(p.name for p in inst.iterdir()) == ["small.bin"]
 
 
 async def test_a_corrupted_part_file_fails_verification_then_recovers(storage, target, bucket, tmp_path):
@@ -196,7 +209,7 @@ async def test_a_corrupted_part_file_fails_verification_then_recovers(storage, t
     (inst / "data.bin.part.meta").write_text(
         f'{{"bucket": "{bucket}", "key": "in/data.bin", "etag": "{info.etag}", "size": {info.size}}}'
     )
-    stager = Stager(storage, target)
+    stager = Stager(storage, target, resumable_size=MiB)
     with pytest.raises(
         StagingError, match="data.bin: the bytes received do not match the object's checksum"
     ) as e:
