@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote_plus
 
 import urllib3
@@ -337,7 +337,7 @@ class S3Storage(Storage):
 
         def page() -> ObjectPage:
             # one ListObjectsV2 request; the SDK's public list_objects hides the paging token
-            response = self._client._execute("GET", bucket, query_params=query)
+            response = self._client._execute("GET", bucket, query_params=cast(Any, query))
             element = ET.fromstring(response.data.decode())
             encoding = findtext(element, "EncodingType")
             truncated = (findtext(element, "IsTruncated") or "").lower() == "true"
@@ -374,7 +374,7 @@ class S3Storage(Storage):
         digest = meta.get("x-amz-meta-" + SHA256_META)
         if digest is None and "-" in etag:  # multipart uploads record it as a tag
             tags = await self._call("tags", self._client.get_object_tags, bucket, key, bucket=bucket, key=key)
-            digest = (tags or {}).get(SHA256_META)
+            digest = tags.get(SHA256_META) if tags else None
         return ObjectInfo(
             key=key,
             size=st.size or 0,
@@ -397,7 +397,7 @@ class S3Storage(Storage):
             for i in range(0, len(keys), 1000):
                 batch = keys[i : i + 1000]
                 for err in self._client.remove_objects(bucket, [DeleteObject(k) for k in batch]):
-                    failed[err.name] = err.code or "error"
+                    failed[err.name or ""] = err.code or "error"
             res.errors = failed
             res.deleted = [k for k in keys if k not in failed]
             return res
@@ -498,7 +498,7 @@ class S3Storage(Storage):
 
         def put_part(n: int, data: bytearray, uid: str) -> None:
             digest = hashlib.md5(data).digest()
-            etag = self._client._upload_part(bucket, key, data, None, uid, n).strip('"')
+            etag = self._client._upload_part(bucket, key, cast(bytes, data), None, uid, n).strip('"')
             if etag != digest.hex():
                 raise IntegrityError(
                     f"the object store stored part {n} of {key!r} with a different checksum than sent "
@@ -555,11 +555,11 @@ class S3Storage(Storage):
                 while len(buf) > part_size:
                     # hand the filled buffer itself to the part upload (no copy of the part) and
                     # carry the few bytes past the part boundary over to a new buffer
-                    data, buf = buf, buf[part_size:]
-                    del data[part_size:]
+                    filled, buf = buf, buf[part_size:]
+                    del filled[part_size:]
                     for f in [f for f in inflight if f.done() and not f.cancelled() and f.exception()]:
                         raise f.exception()  # type: ignore[misc]
-                    await start_part(data)
+                    await start_part(filled)
             if size is not None and total != size:
                 raise InvalidRequest(
                     f"the upload of {key!r} ended after {total} of the {size} bytes declared; nothing was stored"
@@ -591,8 +591,8 @@ class S3Storage(Storage):
                     )
                 return UploadResult(bucket, key, total, etag, digest, 1)
             if buf:
-                data, buf = buf, bytearray()
-                await start_part(data)
+                last, buf = buf, bytearray()
+                await start_part(last)
             await wait_inflight()
             parts = [Part(n, etags[n]) for n in sorted(etags)]
             done = await self._call(

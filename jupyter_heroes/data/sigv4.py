@@ -73,8 +73,8 @@ def presign(
     string_to_sign = "\n".join(
         [ALGORITHM, amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
     )
-    k = _hmac(("AWS4" + secret_key).encode("utf-8"), datestamp)
+    signing_key = _hmac(("AWS4" + secret_key).encode("utf-8"), datestamp)
     for part in (region, "s3", "aws4_request"):
-        k = _hmac(k, part)
-    signature = hmac.new(k, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        signing_key = _hmac(signing_key, part)
+    signature = hmac.new(signing_key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
     return f"{scheme}://{host}{path}?{canonical_query}&X-Amz-Signature={signature}"

@@ -34,7 +34,7 @@ import stat as statmod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
+from typing import Any, BinaryIO, Protocol, TypeVar, cast, runtime_checkable
 
 T = TypeVar("T")
 
@@ -215,7 +215,7 @@ class LocalTarget(BlockingTarget):
             "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
         }
         fd = os.open(path, flags[mode] | os.O_NOFOLLOW, 0o644)
-        return os.fdopen(fd, mode), None
+        return cast(BinaryIO, os.fdopen(fd, mode)), None
 
     def _makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
