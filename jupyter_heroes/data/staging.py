@@ -428,6 +428,8 @@ class Stager:
         jobs = []
         for o in objects:
             rel = o.key[len(prefix) :]
+            if not rel:  # the folder marker of the prefix itself
+                continue
             rec = TransferRecord("in", rel, f"s3://{bucket}/{o.key}", "", o.size)
             try:
                 rec.destination = names.confine_path(root, rel)

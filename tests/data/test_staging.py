@@ -65,6 +65,7 @@ INPUTS = {
 
 
 async def put_inputs(storage, bucket, prefix="inputs/run1/"):
+    await storage.create_folder(bucket, prefix)  # a marker for the prefix itself is not an input
     for k, v in INPUTS.items():
         await storage.upload(bucket, prefix + k, v)
     await storage.create_folder(bucket, prefix + "scratch")
