@@ -223,7 +223,7 @@ class Stager:
         queue_depth: int = 4,
         chunk_size: int = 1 * MiB,
         resumable_size: int = 8 * MiB,
-        readback_below: int = 8 * MiB,
+        readback_below: int = 1 * MiB,
         on_event: Callable[[StagingEvent], Any] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
