@@ -1,0 +1,752 @@
+"""The one Python client of the HEROES REST API: the magics, the widgets, the notebooks and the
+``heroes`` workflow commands all call the service through :class:`HeroesClient`.
+
+::
+
+    from jupyter_heroes.client import HeroesClient
+
+    client = HeroesClient()                      # in a JupyterHub single-user server: no arguments
+    client.templates()                           # [{"name": "monte-carlo-pi", "parameters": {...}}, ...]
+    inst = client.submit("monte-carlo-pi", {"samples": 100000}, cluster="local")
+    for event in client.events(instance=inst["id"]):
+        print(event["type"], event["state"])
+        if event["type"] in ("instance", "snapshot") and event["state"] in FINAL_STATES:
+            break
+
+Where the service is and who calls it come from the environment of a single-user server
+(:func:`default_service_url`, :func:`default_token`); the organization from
+``X-Heroes-Organization`` (*organization*, default ``$HEROES_ORGANIZATION``; a member of one
+organization needs none).
+
+Every call goes through :meth:`HeroesClient.request`, which applies the timeouts, retries idempotent
+reads the service could not answer (it is restarting, the proxy lost its route), logs method, path and
+status (never the token, never a query string), and turns every failure into :class:`HeroesError` with
+the service's own ``message`` and ``reason``. Each thread gets its own HTTP session, so a widget may
+follow an event stream in a background thread while the notebook submits in the foreground.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger("jupyter_heroes.client")
+
+SERVICE_NAME = "heroes"
+API_PATH = "api/v1"
+ORG_HEADER = "X-Heroes-Organization"
+#: states of a workflow instance that never change again
+FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+#: states of a job (a step) that never change again
+FINAL_JOB_STATES = frozenset({"completed", "failed", "cancelled", "timeout", "node_fail", "out_of_memory"})
+#: HTTP statuses worth retrying an idempotent request for (the service or its route is coming back)
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+class HeroesError(Exception):
+    """A call to the HEROES service failed.
+
+    ``message`` says what to do (the service's own message when it answered), ``reason`` is a short
+    stable code (the service's ``reason``, or ``unreachable``, ``timeout``, ``bad_response``,
+    ``no_service_url``, ``no_token``, ``not_available``), ``status`` the HTTP status (``None`` when
+    there was no answer). ``transient`` says whether trying again later can help.
+    """
+
+    def __init__(self, message: str, reason: str = "error", status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        if self.status is None:
+            return self.reason in ("unreachable", "timeout")
+        return self.status in TRANSIENT_STATUSES
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"HeroesError({self.message!r}, reason={self.reason!r}, status={self.status!r})"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+def default_service_url(env: Mapping[str, str] | None = None) -> str:
+    """Where the HEROES service is ('' if the environment does not say), like the server extension:
+
+    1. ``$HEROES_SERVICE_URL`` (``install_heroes`` sets it for every single-user server);
+    2. the hub's public address (``$JUPYTERHUB_PUBLIC_HUB_URL``, set when the hub's
+       ``c.JupyterHub.public_url`` is) + ``$JUPYTERHUB_BASE_URL`` + ``services/heroes/``;
+    3. the origin of ``$JUPYTERHUB_API_URL`` + ``$JUPYTERHUB_BASE_URL`` + ``services/heroes/`` (right
+       when the hub's API is reached through its proxy, as in most Kubernetes deployments).
+    """
+    env = os.environ if env is None else env
+    explicit = env.get("HEROES_SERVICE_URL", "").strip()
+    if explicit:
+        return explicit
+    base = env.get("JUPYTERHUB_BASE_URL", "").strip() or "/"
+    if not base.endswith("/"):
+        base += "/"
+    for name in ("JUPYTERHUB_PUBLIC_HUB_URL", "JUPYTERHUB_API_URL"):
+        value = env.get(name, "").strip()
+        if value and urlsplit(value).netloc:
+            return f"{_origin(value)}{base}services/{SERVICE_NAME}/"
+    return ""
+
+
+def default_token(env: Mapping[str, str] | None = None) -> str:
+    """``$HEROES_API_TOKEN``, else ``$JUPYTERHUB_API_TOKEN`` (a single-user server's own token, which
+    acts as its user and carries ``access:services!service=heroes``); '' if neither is set."""
+    env = os.environ if env is None else env
+    return env.get("HEROES_API_TOKEN", "").strip() or env.get("JUPYTERHUB_API_TOKEN", "").strip()
+
+
+def service_root(url: str) -> str:
+    """*url* (the service's address, or its API's) as the service root ending in '/'."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise HeroesError(
+            f"the HEROES service URL {url!r} is not an http:// or https:// URL; pass one like "
+            "http://127.0.0.1:10101/services/heroes/ (or set $HEROES_SERVICE_URL)",
+            "no_service_url",
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise HeroesError(
+            "the HEROES service URL must not hold a query, fragment or credentials; pass the token as "
+            "token= (or $JUPYTERHUB_API_TOKEN)",
+            "no_service_url",
+        )
+    path = parts.path.rstrip("/")
+    if path.endswith("/" + API_PATH):
+        path = path[: -len(API_PATH) - 1]
+    return urlunsplit((parts.scheme, parts.netloc, path + "/", "", ""))
+
+
+def typed_params(template: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert text values (``samples=1000`` on a command line) to the types *template* declares for
+    them: integers, numbers, booleans (true/false, yes/no, on/off, 1/0). A value that does not convert,
+    or a name the template does not declare, is passed on unchanged so that the service refuses it
+    with the parameter's name and the rule."""
+    decls = template.get("parameters") or {}
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        kind = (decls.get(name) or {}).get("type")
+        out[name] = _convert(kind, value) if isinstance(value, str) else value
+    return out
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _convert(kind: str | None, text: str) -> Any:
+    t = text.strip()
+    try:
+        if kind == "integer":
+            return int(t.replace("_", ""))
+        if kind == "number":
+            return float(t.replace("_", ""))
+    except ValueError:
+        return text
+    if kind == "boolean":
+        if t.lower() in _TRUE:
+            return True
+        if t.lower() in _FALSE:
+            return False
+    return text
+
+
+class EventStream:
+    """The service's progress events (``/organization/workflow/events``) as an iterator of dicts.
+
+    Each event is the JSON the service sends: ``type`` (``snapshot``, ``instance`` or ``job``),
+    ``instance``, ``state``; job events add ``step``, ``reason``, ``job_id``, ``exit_code``; snapshot
+    events carry the whole instance in ``data``. The service ends a stream after its ``timeout``;
+    with *reconnect* the iterator opens a new one (which begins with fresh snapshots), and after a
+    dropped connection it retries with backoff, up to *max_failures* failures in a row. :meth:`close`
+    (from any thread) ends the iteration.
+    """
+
+    def __init__(
+        self,
+        client: HeroesClient,
+        params: dict[str, Any],
+        *,
+        reconnect: bool = True,
+        max_failures: int = 8,
+        read_timeout: float = 45.0,
+    ) -> None:
+        self.client = client
+        self.params = params
+        self.reconnect = reconnect
+        self.max_failures = max_failures
+        self.read_timeout = read_timeout
+        self.connections = 0
+        self._closed = threading.Event()
+        self._response: requests.Response | None = None
+        self._iter = self._events()
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self._iter)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        """Stop the iteration; a thread blocked reading the stream wakes up at once."""
+        self._closed.set()
+        resp = self._response
+        if resp is not None:
+            sock = _response_socket(resp)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _events(self) -> Iterator[dict[str, Any]]:
+        failures = 0
+        session = self.client._new_session()
+        try:
+            while not self.closed:
+                try:
+                    resp = self.client.request(
+                        "GET",
+                        "/organization/workflow/events",
+                        params=self.params,
+                        stream=True,
+                        timeout=(self.client.connect_timeout, self.read_timeout),
+                        session=session,
+                        retries=0,
+                    )
+                except HeroesError as e:
+                    if self.closed:
+                        return
+                    if not (self.reconnect and e.transient) or failures >= self.max_failures:
+                        raise
+                    failures += 1
+                    self._closed.wait(min(30.0, 0.5 * 2**failures))
+                    continue
+                self._response = resp
+                self.connections += 1
+                dropped = False
+                try:
+                    for event in _parse_sse(resp, self._closed):
+                        failures = 0
+                        yield event
+                except (requests.RequestException, OSError, ValueError) as e:
+                    dropped = True
+                    if not self.closed:
+                        log.info("event stream dropped (%s); reconnecting", type(e).__name__)
+                finally:
+                    self._response = None
+                    resp.close()
+                if self.closed or not self.reconnect:
+                    return
+                if dropped:
+                    failures += 1
+                    if failures > self.max_failures:
+                        raise HeroesError(
+                            f"the HEROES event stream failed {failures} times in a row; check that the "
+                            f"service at {self.client.service_url} is up, then follow the workflow again",
+                            "unreachable",
+                        )
+                    self._closed.wait(min(30.0, 0.5 * 2**failures))
+        finally:
+            session.close()
+
+
+def _response_socket(resp: requests.Response) -> socket.socket | None:
+    try:
+        conn = resp.raw.connection  # urllib3 2.x
+        return conn.sock if conn is not None else None
+    except AttributeError:
+        return None
+
+
+def _parse_sse(resp: requests.Response, closed: threading.Event) -> Iterator[dict[str, Any]]:
+    """Server-sent events of *resp*: the JSON of each event's ``data:`` lines. Comments
+    (``: keep-alive``) and events whose data is not a JSON object are skipped."""
+    buf = b""
+    data: list[str] = []
+    for chunk in resp.iter_content(chunk_size=None):
+        if closed.is_set():
+            return
+        buf += chunk
+        while b"\n" in buf:
+            raw, buf = buf.split(b"\n", 1)
+            line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+            if not line:
+                if data:
+                    try:
+                        event = json.loads("\n".join(data))
+                    except ValueError:
+                        event = None
+                    data = []
+                    if isinstance(event, dict):
+                        yield event
+                continue
+            if line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            if field == "data":
+                data.append(value[1:] if value.startswith(" ") else value)
+
+
+class HeroesClient:
+    """A client of the HEROES REST API (see the module docstring).
+
+    *url*: the service (``http://host/services/heroes/``) or its API (``.../api/v1``); default
+    :func:`default_service_url`. *token*: a JupyterHub API token with
+    ``access:services!service=heroes``; default :func:`default_token`. *organization*: sent as
+    ``X-Heroes-Organization`` (default ``$HEROES_ORGANIZATION``). *timeout*: seconds for one request
+    (connecting: *connect_timeout*). *retries*: how often a GET is retried when the service did not
+    answer or answered 502/503/504.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        organization: str | None = None,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        retries: int = 2,
+        verify: bool | str = True,
+    ) -> None:
+        url = url if url is not None else default_service_url()
+        if not url:
+            raise HeroesError(
+                "where is the HEROES service? Pass url='https://<hub>/services/heroes/' or set "
+                "$HEROES_SERVICE_URL (in a JupyterHub server your administrator's install_heroes sets it)",
+                "no_service_url",
+            )
+        self.service_url = service_root(url)
+        self.api_url = self.service_url + API_PATH
+        token = token if token is not None else default_token()
+        if not token:
+            raise HeroesError(
+                "no API token: pass token=..., or set $JUPYTERHUB_API_TOKEN (create a token on the hub's "
+                "Token page, /hub/token)",
+                "no_token",
+            )
+        self._token = token
+        org = organization if organization is not None else os.environ.get("HEROES_ORGANIZATION", "")
+        self.organization = org.strip() or None
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retries = retries
+        self.verify = verify
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._openapi: dict[str, Any] | None = None
+        self._templates: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+
+    def __repr__(self) -> str:  # never the token
+        org = f", organization={self.organization!r}" if self.organization else ""
+        return f"HeroesClient({self.service_url!r}{org})"
+
+    def with_organization(self, organization: str | None) -> HeroesClient:
+        """A client for the same service and token acting in another organization."""
+        other = HeroesClient(
+            self.service_url,
+            self._token,
+            organization or "",
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            retries=self.retries,
+            verify=self.verify,
+        )
+        other._openapi = self._openapi
+        return other
+
+    # --- the choke point ---------------------------------------------------------------------------
+    def _new_session(self) -> requests.Session:
+        s = requests.Session()
+        s.verify = self.verify
+        s.trust_env = False  # a notebook's proxy settings must not route the token elsewhere
+        s.headers["Authorization"] = f"token {self._token}"
+        s.headers["Accept"] = "application/json"
+        s.headers["User-Agent"] = "jupyter-heroes-client"
+        return s
+
+    @property
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = self._new_session()
+        return s
+
+    def close(self) -> None:
+        """Close this thread's HTTP session (others close with their threads)."""
+        s = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()
+            self._local.session = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | None = None,
+        retries: int | None = None,
+        session: requests.Session | None = None,
+        parse: bool = True,
+    ) -> Any:
+        """Call ``<api>/<path>``; the parsed JSON answer (``None`` for 204), the text of a non-JSON
+        answer, or the open :class:`requests.Response` with *stream*. Failures raise
+        :class:`HeroesError`."""
+        method = method.upper()
+        url = self.api_url + "/" + path.lstrip("/")
+        headers = {}
+        if self.organization:
+            headers[ORG_HEADER] = self.organization
+        data = None
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        tries = 1 + (self.retries if retries is None else retries) if method == "GET" else 1
+        to = timeout if timeout is not None else (self.connect_timeout, self.timeout)
+        s = session or self._session
+        for attempt in range(tries):
+            t0 = time.monotonic()
+            try:
+                r = s.request(
+                    method,
+                    url,
+                    params=dict(params) if params else None,
+                    data=data,
+                    headers=headers,
+                    timeout=to,
+                    stream=stream,
+                    allow_redirects=False,
+                )
+            except requests.Timeout:
+                err = HeroesError(
+                    f"the HEROES service at {self.service_url} did not answer {method} {path} in time; "
+                    "try again (it may be busy or restarting)",
+                    "timeout",
+                )
+            except requests.RequestException as e:
+                err = HeroesError(
+                    f"cannot reach the HEROES service at {self.service_url} ({type(e).__name__}); check "
+                    "the URL and that the hub is running, then try again",
+                    "unreachable",
+                )
+            else:
+                log.debug("%s %s -> %s (%.2f s)", method, path, r.status_code, time.monotonic() - t0)
+                if r.status_code < 400:
+                    if stream:
+                        return r
+                    return self._answer(r, method, path) if parse else r
+                err = self._error(r, method, path)
+                r.close()
+            if not err.transient or attempt == tries - 1:
+                log.info("%s %s failed: %s (%s)", method, path, err.reason, err.status or "no answer")
+                raise err
+            time.sleep(0.5 * 2**attempt)
+        raise AssertionError("not reached")  # pragma: no cover
+
+    def _answer(self, r: requests.Response, method: str, path: str) -> Any:
+        if r.status_code == 204 or not r.content:
+            return None
+        ctype = r.headers.get("Content-Type", "")
+        if "json" in ctype:
+            try:
+                return r.json()
+            except ValueError:
+                raise HeroesError(
+                    f"the HEROES service answered {method} {path} with malformed JSON; report this to "
+                    "your administrator",
+                    "bad_response",
+                    r.status_code,
+                ) from None
+        return r.text
+
+    def _error(self, r: requests.Response, method: str, path: str) -> HeroesError:
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            return HeroesError(body["message"], str(body.get("reason") or "error"), r.status_code)
+        if r.status_code in TRANSIENT_STATUSES:
+            msg = (
+                f"the HEROES service is not available ({r.status_code} from the hub's proxy for {method} "
+                f"{path}); it may be restarting: try again in a minute"
+            )
+        elif r.status_code in (401, 403):
+            msg = (
+                f"the hub refused the token ({r.status_code}); it needs the scope "
+                f"access:services!service={SERVICE_NAME}: create a new token on the hub's Token page"
+            )
+        else:
+            msg = (
+                f"the HEROES service answered {method} {path} with {r.status_code} and no JSON error; "
+                f"check that {self.service_url} is the HEROES service"
+            )
+        return HeroesError(msg, f"http_{r.status_code}", r.status_code)
+
+    # --- what the service offers -------------------------------------------------------------------
+    def openapi(self) -> dict[str, Any]:
+        """The service's OpenAPI document (cached)."""
+        with self._lock:
+            cached = self._openapi
+        if cached is None:
+            doc = self.request("GET", "/openapi.json")
+            if not isinstance(doc, dict) or "paths" not in doc:
+                raise HeroesError(
+                    f"{self.api_url}/openapi.json is not an OpenAPI document; check the service URL",
+                    "bad_response",
+                )
+            with self._lock:
+                self._openapi = cached = doc
+        return cached
+
+    def has_endpoint(self, path: str, method: str = "get") -> bool:
+        """Whether the service serves *method* on *path* (as written in its OpenAPI document)."""
+        return method.lower() in self.openapi().get("paths", {}).get(path, {})
+
+    def _require(self, path: str, method: str, what: str) -> None:
+        if not self.has_endpoint(path, method):
+            raise HeroesError(
+                f"this HEROES service has no {what} endpoint ({method.upper()} {path}); it is newer in "
+                "jupyter_heroes than the service you use: ask your administrator to upgrade the service",
+                "not_available",
+                404,
+            )
+
+    # --- identity ----------------------------------------------------------------------------------
+    def me(self) -> dict[str, Any]:
+        """The caller: ``name``, ``organizations`` (each with roles, projects, scopes) and more."""
+        return self.request("GET", "/organization/auth/me")
+
+    # --- workflows ---------------------------------------------------------------------------------
+    def templates(self) -> list[dict[str, Any]]:
+        """The templates you may run, newest version first per name: ``name``, ``version``,
+        ``description``, ``parameters`` (name -> declaration), ``steps``."""
+        out = self.request("GET", "/organization/workflow/template")
+        with self._lock:
+            self._templates[(self.service_url, self.organization)] = out
+        return out
+
+    def template(self, name: str, version: int | None = None, *, cached: bool = False) -> dict[str, Any]:
+        """One template (its newest version unless *version*); 404 ``not_found`` naming the templates
+        there are when it does not exist."""
+        with self._lock:
+            listing = self._templates.get((self.service_url, self.organization)) if cached else None
+
+        def match(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [t for t in items if t["name"] == name and (version is None or t["version"] == version)]
+
+        found = match(listing) if listing is not None else []
+        if not found:  # not cached, or published since
+            listing = self.templates()
+            found = match(listing)
+        assert listing is not None
+        if not found:
+            names = sorted({t["name"] for t in listing})
+            which = f"workflow template '{name}'" + (f" version {version}" if version is not None else "")
+            raise HeroesError(
+                f"{which} not found; the templates you may run are: {', '.join(names) or 'none'}",
+                "not_found",
+                404,
+            )
+        return max(found, key=lambda t: t["version"])
+
+    def submit(
+        self,
+        template: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        cluster: str,
+        queue: str | None = None,
+        project: str | None = None,
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Submit *template* with *params* (validated by the service against the template) to
+        *cluster*; the new instance (state ``submitting``)."""
+        body: dict[str, Any] = {"template": template, "cluster": cluster, "params": dict(params or {})}
+        if queue:
+            body["queue"] = queue
+        if project:
+            body["project"] = project
+        if version is not None:
+            body["version"] = version
+        return self.request("POST", "/organization/workflow/submit", json_body=body)
+
+    def instances(self, state: str = "all", limit: int = 100) -> list[dict[str, Any]]:
+        """Your workflow instances, newest first; *state*: ``live``, ``final`` or ``all``."""
+        return self.request("GET", "/organization/workflow/instance", params={"state": state, "limit": limit})
+
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        """A workflow instance with its ``jobs`` (one per step: state, reason, job_id, exit_code,
+        accounting with ``outputs``)."""
+        return self.request("GET", f"/organization/workflow/instance/{_seg(instance_id)}")
+
+    def cancel(self, instance_id: str) -> dict[str, Any]:
+        """Cancel every live step of the instance; the instance as it is afterwards."""
+        return self.request("DELETE", f"/organization/workflow/instance/{_seg(instance_id)}")
+
+    def logs(
+        self, instance_id: str, step: str | None = None, *, stream: str = "out", task: int = 0
+    ) -> dict[str, Any]:
+        """The end of a step's standard output (*stream* ``out``) or error (``err``):
+        ``{"step", "stream", "text"}``; *step* defaults to the first step."""
+        params: dict[str, Any] = {"stream": stream, "task": task}
+        if step:
+            params["step"] = step
+        return self.request("GET", f"/organization/workflow/instance/{_seg(instance_id)}/logs", params=params)
+
+    def events(
+        self,
+        instance: str | None = None,
+        *,
+        timeout: float = 300.0,
+        reconnect: bool = True,
+        max_failures: int = 8,
+    ) -> EventStream:
+        """Progress events of your live workflows (or of *instance*) as an iterator of dicts, see
+        :class:`EventStream`. *timeout*: seconds the service keeps one stream open."""
+        params: dict[str, Any] = {"timeout": timeout}
+        if instance:
+            params["instance"] = instance
+        return EventStream(self, params, reconnect=reconnect, max_failures=max_failures)
+
+    def wait(self, instance_id: str, timeout: float = 3600.0, *, poll: float = 2.0) -> dict[str, Any]:
+        """Block until the instance is in a final state (following the event stream, checking with a
+        GET every *poll* seconds in case an event is missed); the final instance. 504 ``timeout``
+        :class:`HeroesError` after *timeout* seconds."""
+        deadline = time.monotonic() + timeout
+        done = threading.Event()
+        stream = self.events(instance_id, timeout=min(timeout, 3600.0))
+
+        def follow() -> None:
+            try:
+                for ev in stream:
+                    if ev.get("type") in ("instance", "snapshot") and ev.get("state") in FINAL_STATES:
+                        done.set()
+                        return
+            except HeroesError:
+                pass  # the polling below still sees the end
+
+        t = threading.Thread(target=follow, name=f"heroes-wait-{instance_id[:8]}", daemon=True)
+        t.start()
+        try:
+            while True:
+                inst = self.instance(instance_id)
+                if inst["state"] in FINAL_STATES:
+                    return inst
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HeroesError(
+                        f"workflow {instance_id} is still {inst['state']} after {timeout:.0f} s; wait longer "
+                        "or look at its jobs with instance()",
+                        "timeout",
+                        504,
+                    )
+                done.wait(min(poll, left))
+        finally:
+            stream.close()
+
+    # --- clusters ----------------------------------------------------------------------------------
+    def clusters(self) -> list[dict[str, Any]]:
+        """The organization's enrolled clusters with their queues (needs ``clusters:manage``)."""
+        return self.request("GET", "/organization/admin/cluster")
+
+    def cluster_choices(self) -> dict[str, list[str]]:
+        """Cluster name -> queue names you can submit to, as far as you may know: the enrolled
+        clusters when you manage them, else the clusters your earlier workflows ran on."""
+        try:
+            return {c["name"]: [q["name"] for q in c.get("queues", [])] for c in self.clusters()}
+        except HeroesError as e:
+            if e.status not in (403, 404):
+                raise
+        out: dict[str, list[str]] = {}
+        for inst in self.instances(limit=200):
+            queues = out.setdefault(inst.get("cluster", ""), [])
+            for job in inst.get("jobs", []):
+                if job.get("queue") and job["queue"] not in queues:
+                    queues.append(job["queue"])
+        out.pop("", None)
+        return out
+
+    # --- decision, data, budgets (when the service has them) ----------------------------------------
+    DECIDE_PATH = "/organization/decision/decide"
+
+    def decide(
+        self,
+        template: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        **constraints: Any,
+    ) -> pd.DataFrame:
+        """Compare where *template* with *params* can run (time to result, cost, energy, carbon): one
+        row per candidate, ranked. *constraints* (``deadline``, ``budget`` ...) go to the service as
+        they are."""
+        import pandas as pd
+
+        self._require(self.DECIDE_PATH, "post", "decision")
+        body: dict[str, Any] = {"template": template, "params": dict(params or {})}
+        if strategy:
+            body["strategy"] = strategy
+        body.update({k: v for k, v in constraints.items() if v is not None})
+        answer = self.request("POST", self.DECIDE_PATH, json_body=body)
+        rows = answer.get("candidates", answer.get("rows")) if isinstance(answer, dict) else answer
+        df = pd.DataFrame(rows or [])
+        if isinstance(answer, dict):
+            df.attrs.update({k: v for k, v in answer.items() if k not in ("candidates", "rows")})
+        return df
+
+    def budgets(self) -> list[dict[str, Any]]:
+        """The organization's budgets (needs the ``billing`` scope): limit, spent, reserved,
+        available per budget."""
+        self._require("/organization/budgets", "get", "budget")
+        return self.request("GET", "/organization/budgets")
+
+    def usage(self, *, by: str = "period", period: str = "month", **filters: Any) -> list[dict[str, Any]]:
+        """Your own usage and cost (``/organization/usage/me``), grouped *by* per *period*."""
+        self._require("/organization/usage/me", "get", "usage")
+        params = {"by": by, "period": period, **{k: v for k, v in filters.items() if v is not None}}
+        return self.request("GET", "/organization/usage/me", params=params)
+
+
+def _seg(value: str) -> str:
+    """*value* as one URL path segment (an id typed by a user cannot reach another path)."""
+    return quote(str(value), safe="")
