@@ -34,6 +34,12 @@ def app_view(
     return jsonable(d)
 
 
+def app_answer(handler: APIHandler, application_id: int) -> dict[str, Any]:
+    """The application as the selected organization sees it now (raises the domain's NotFound)."""
+    view = market.get_application(handler.db, application_id, handler.org.id)
+    return app_view(handler, view, enablements(handler, MarketEnablement.application_id).get(application_id))
+
+
 def version_view(s: Session, v: MarketApplicationVersion) -> dict[str, Any]:
     return jsonable(
         {
@@ -110,7 +116,7 @@ class ApplicationListAPIHandler(APIHandler):
             )
             s.commit()
             self.audit(str(v.application_id), name=body["name"], version=v.version)
-            return app_view(self, market.get_application(s, v.application_id, self.org.id), None)
+            return app_answer(self, v.application_id)
 
 
 class ApplicationAPIHandler(APIHandler):
@@ -120,10 +126,8 @@ class ApplicationAPIHandler(APIHandler):
 
     @endpoint(summary="Get an application", response=sm.APPLICATION)
     def get(self, application_id: str) -> dict[str, Any]:
-        aid = self.int_arg(application_id, "Application")
         with domain_errors():
-            view = market.get_application(self.db, aid, self.org.id)
-        return app_view(self, view, enablements(self, MarketEnablement.application_id).get(aid))
+            return app_answer(self, self.int_arg(application_id, "Application"))
 
     @endpoint(
         summary="Change an application's image, parameters, price, licence or visibility (a new version)",
@@ -155,7 +159,7 @@ class ApplicationAPIHandler(APIHandler):
             )
             s.commit()
             self.audit(version=v.version)
-            return app_view(self, market.get_application(s, aid, self.org.id), None)
+            return app_answer(self, aid)
 
     @endpoint(
         summary="Withdraw an application",
@@ -172,7 +176,7 @@ class ApplicationAPIHandler(APIHandler):
             app = market.withdraw_application(s, aid, self.org.id)
             s.commit()
             self.audit(str(aid), name=app.name)
-            return app_view(self, market.get_application(s, aid, self.org.id), None)
+            return app_answer(self, aid)
 
 
 class ApplicationVersionsAPIHandler(APIHandler):

@@ -60,6 +60,12 @@ def offer_view(
     return jsonable(d)
 
 
+def offer_answer(handler: APIHandler, offer_id: int) -> dict[str, Any]:
+    """The offer as the selected organization sees it now (raises the domain's NotFound)."""
+    view = market.get_offer(handler.db, offer_id, handler.org.id)
+    return offer_view(handler, view, enablements(handler, MarketEnablement.offer_id).get(offer_id))
+
+
 def enabled_view(e: market.EnabledOffer, en: MarketEnablement | None) -> dict[str, Any]:
     return {
         "kind": "offer",
@@ -156,7 +162,7 @@ class OfferListAPIHandler(APIHandler):
             )
             s.commit()
             self.audit(str(v.offer_id), name=body["name"], version=v.version)
-            return offer_view(self, market.get_offer(s, v.offer_id, self.org.id), None)
+            return offer_answer(self, v.offer_id)
 
 
 class OfferAPIHandler(APIHandler):
@@ -166,10 +172,8 @@ class OfferAPIHandler(APIHandler):
 
     @endpoint(summary="Get an offer", response=sm.OFFER)
     def get(self, offer_id: str) -> dict[str, Any]:
-        oid = self.int_arg(offer_id, "Offer")
         with domain_errors():
-            view = market.get_offer(self.db, oid, self.org.id)
-        return offer_view(self, view, enablements(self, MarketEnablement.offer_id).get(oid))
+            return offer_answer(self, self.int_arg(offer_id, "Offer"))
 
     @endpoint(
         summary="Change an offer's price, terms, availability or visibility (a new version)",
@@ -201,7 +205,7 @@ class OfferAPIHandler(APIHandler):
             )
             s.commit()
             self.audit(version=v.version)
-            return offer_view(self, market.get_offer(s, oid, self.org.id), None)
+            return offer_answer(self, oid)
 
     @endpoint(summary="Withdraw an offer", scope=PUBLISH, response=sm.OFFER, action="offer.withdraw")
     def delete(self, offer_id: str) -> dict[str, Any]:
@@ -214,7 +218,7 @@ class OfferAPIHandler(APIHandler):
             offer = market.withdraw_offer(s, oid, self.org.id)
             s.commit()
             self.audit(str(oid), name=offer.name)
-            return offer_view(self, market.get_offer(s, oid, self.org.id), None)
+            return offer_answer(self, oid)
 
 
 class OfferVersionsAPIHandler(APIHandler):
