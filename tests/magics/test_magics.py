@@ -11,7 +11,11 @@ from IPython.core.error import UsageError
 
 from jupyter_heroes.widgets import InstanceHandle, JobMonitor
 
-pytestmark = [pytest.mark.hub, pytest.mark.parametrize("hub", ["sqlite"], indirect=True), pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.hub,
+    pytest.mark.parametrize("hub", ["sqlite"], indirect=True),
+    pytest.mark.timeout(240),
+]
 
 PWNED = Path("/tmp/heroes-magics-pwned")
 
@@ -26,7 +30,10 @@ def test_templates_dataframe(shell):
     assert list(df.columns) == ["name", "version", "description", "parameters", "steps", "accepts_script"]
     rows = df.set_index("name")
     assert sorted(rows.index) == ["monte-carlo-pi", "run-python"]
-    assert rows.loc["monte-carlo-pi", "parameters"] == "samples:integer=1000000, seed:integer=42, label:string=run"
+    assert (
+        rows.loc["monte-carlo-pi", "parameters"]
+        == "samples:integer=1000000, seed:integer=42, label:string=run"
+    )
     assert rows.loc["monte-carlo-pi", "steps"] == "estimate"
     assert not rows.loc["monte-carlo-pi", "accepts_script"] and rows.loc["run-python", "accepts_script"]
 
@@ -34,7 +41,9 @@ def test_templates_dataframe(shell):
 def test_submit_wait_status_logs(shell, kernel_env):
     # the way a notebook cell writes it: assignment, $variables and a quoted value with spaces
     shell.user_ns["n"] = 30000
-    result = shell.run_cell('run = %heroes submit monte-carlo-pi samples=$n seed=3 label="two words" --cluster local')
+    result = shell.run_cell(
+        'run = %heroes submit monte-carlo-pi samples=$n seed=3 label="two words" --cluster local'
+    )
     assert result.success, result.error_in_exec
     handle = shell.user_ns["run"]
     assert isinstance(handle, InstanceHandle)
@@ -47,7 +56,16 @@ def test_submit_wait_status_logs(shell, kernel_env):
     assert "pi ~" in logs
     assert run(shell, f"logs {handle.id} --step estimate --err") == ""
     status = run(shell, "status")
-    assert list(status.columns) == ["id", "template", "version", "cluster", "state", "steps", "created", "updated"]
+    assert list(status.columns) == [
+        "id",
+        "template",
+        "version",
+        "cluster",
+        "state",
+        "steps",
+        "created",
+        "updated",
+    ]
     row = status.set_index("id").loc[handle.id]
     assert (row["template"], row["cluster"], row["state"], row["steps"]) == (
         "monte-carlo-pi",
@@ -79,16 +97,31 @@ def test_the_handle_displays_a_live_monitor(shell):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("submit monte-carlo-pi samples=5 --cluster local", r"parameter 'samples': 5 is below the minimum 1000"),
-        ("submit monte-carlo-pi samples=lots --cluster local", r"parameter 'samples': expected an integer, got 'lots'"),
+        (
+            "submit monte-carlo-pi samples=5 --cluster local",
+            r"parameter 'samples': 5 is below the minimum 1000",
+        ),
+        (
+            "submit monte-carlo-pi samples=lots --cluster local",
+            r"parameter 'samples': expected an integer, got 'lots'",
+        ),
         ("submit monte-carlo-pi colour=red --cluster local", r"parameter 'colour': unknown parameter"),
         ("submit monte-carlo-pi samples=2000", r"say where to run it with --cluster NAME"),
-        ("submit monte-carlo-pi samples --cluster local", r"expected a parameter as key=value, got 'samples'"),
+        (
+            "submit monte-carlo-pi samples --cluster local",
+            r"expected a parameter as key=value, got 'samples'",
+        ),
         ("submit monte-carlo-pi seed=1 seed=2 --cluster local", r"parameter 'seed' is given twice"),
         ("submit --cluster local", r"name the template to submit"),
-        ("submit nope --cluster local", r"workflow template 'nope' not found; the templates you may run are: monte-carlo-pi, run-python"),
+        (
+            "submit nope --cluster local",
+            r"workflow template 'nope' not found; the templates you may run are: monte-carlo-pi, run-python",
+        ),
         ("submit monte-carlo-pi --cluster mars", r"cluster 'mars' not found"),
-        ("submit monte-carlo-pi --cluster local --queue long", r"cluster local has no queue 'long'; its queues are debug"),
+        (
+            "submit monte-carlo-pi --cluster local --queue long",
+            r"cluster local has no queue 'long'; its queues are debug",
+        ),
         ("submit monte-carlo-pi --cluster local --bogus", r"unrecognized arguments: --bogus"),
         ("status 0123", r"instance id '0123' not found"),
         ("status " + "0" * 32, r"workflow instance '0{32}' not found"),
@@ -116,7 +149,7 @@ def test_decide_names_what_is_missing_or_ranks(shell):
 def test_cell_magic_runs_the_cell_as_the_script(shell):
     PWNED.unlink(missing_ok=True)
     body = (
-        'import sys\n'
+        "import sys\n"
         'print("hello from the cell", 6 * 7)\n'
         "print(\"$(touch /tmp/heroes-magics-pwned) `touch /tmp/heroes-magics-pwned`; 'q' {{ n }}\")\n"
         'print("to stderr", file=sys.stderr)\n'
@@ -131,7 +164,9 @@ def test_cell_magic_runs_the_cell_as_the_script(shell):
     assert "to stderr" in handle.logs(err=True)
     assert not PWNED.exists()
     # the same through a notebook cell
-    result = shell.run_cell('%%heroes submit --template run-python repeat=2 --cluster local\nprint("cell two")\n')
+    result = shell.run_cell(
+        '%%heroes submit --template run-python repeat=2 --cluster local\nprint("cell two")\n'
+    )
     assert result.success, result.error_in_exec
     assert "cell two" in result.result.wait(120).logs()
 
@@ -139,7 +174,10 @@ def test_cell_magic_runs_the_cell_as_the_script(shell):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("submit --template monte-carlo-pi --cluster local", r"template monte-carlo-pi does not accept a script: it declares no string parameter 'script'"),
+        (
+            "submit --template monte-carlo-pi --cluster local",
+            r"template monte-carlo-pi does not accept a script: it declares no string parameter 'script'",
+        ),
         ("submit --template run-python script=x --cluster local", r"the cell body is the 'script' parameter"),
         ("status", r"%%heroes status is not a cell magic; only %%heroes submit takes a cell"),
     ],

@@ -10,7 +10,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-pytestmark = [pytest.mark.hub, pytest.mark.parametrize("hub", ["sqlite"], indirect=True), pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.hub,
+    pytest.mark.parametrize("hub", ["sqlite"], indirect=True),
+    pytest.mark.timeout(300),
+]
 
 WALKTHROUGH = Path(__file__).resolve().parents[2] / "notebooks" / "walkthrough.ipynb"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -48,9 +52,13 @@ def text_of(c) -> str:
 def test_walkthrough_runs_end_to_end(kernel_env, monkeypatch, tmp_path):
     monkeypatch.setenv("HEROES_CLUSTER", "local")
     nb = nbformat.read(WALKTHROUGH, as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "ship the notebook without outputs"
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "ship the notebook without outputs"
+    )
     nb.cells.append(nbformat.v4.new_code_cell(CHECK, id="check"))
-    NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
 
     result = json.loads(text_of(cell(nb, "check")).split("RESULT ", 1)[1])
     assert result["columns"] == ["name", "version", "description", "parameters", "steps", "accepts_script"]
