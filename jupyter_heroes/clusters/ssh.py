@@ -467,6 +467,25 @@ class SSHTransport(Transport):
             chan.close()
 
     # --- files (SFTP on the same connection, serialized) -------------------------------------
+    async def open_sftp(self) -> paramiko.SFTPClient:
+        """A new SFTP client on the pooled connection (connecting first if needed), for bulk copies
+        that run their own channels in parallel (the data layer's ``SFTPTarget``). The caller closes
+        it; it dies with the connection (a reconnect needs a new one). Counts as one channel against
+        the server's ``MaxSessions`` until closed."""
+        deadline = time.monotonic() + self.timeout
+        t = await self._connection(deadline)
+
+        def open_client() -> paramiko.SFTPClient:
+            client = paramiko.SFTPClient.from_transport(t)
+            if client is None:
+                raise paramiko.SSHException("the server refused the sftp subsystem")
+            return client
+
+        try:
+            return await self._blocking(open_client)
+        except Exception as e:
+            raise self._classify("open_sftp", "", e) from e
+
     async def _sftp_call(self, fn: Any, *args: Any) -> Any:
         t = await self._connection(time.monotonic() + self.timeout)
 

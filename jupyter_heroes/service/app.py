@@ -131,6 +131,14 @@ class HeroesService(Application):
             raise ValueError("c.HeroesService.max_body_size must be at least 1024 bytes")
         return proposal["value"]
 
+    max_upload_size = Integer(
+        100 * 1024**3,
+        help="""Largest file accepted by POST /organization/data/upload, in bytes (default 100 GiB). Uploads
+        are streamed to the organization's object store part by part, never held whole in memory, so
+        max_body_size does not apply to them; quotas (c.QuotaPolicy.*) are checked against the
+        declared Content-Length before the first byte is read.""",
+    ).tag(config=True)
+
     platform_org = Unicode(
         "heroes",
         help="""Name of the platform (HEROES) organization, created at start if missing. Members holding
@@ -216,24 +224,35 @@ class HeroesService(Application):
             )
         self.init_db()
         self.init_platform()
+        self.init_data()
         self.init_workflows()
         self.init_tornado()
 
+    def init_data(self) -> None:
+        """Quotas (c.QuotaPolicy.*) and each organization's object store, built on first use and kept."""
+        from ..data.tenancy import QuotaPolicy
+        from ..workflows.s3staging import OrgStores
+
+        self.quota_policy = QuotaPolicy(parent=self)
+        self.org_stores = OrgStores(self.db_factory, self.secrets.decrypt, self.quota_policy, parent=self)
+
     def init_workflows(self) -> None:
-        """The workflow engine: one transport + scheduler per cluster, cluster keys decrypted on use."""
+        """The workflow engine: one transport + scheduler per cluster, cluster keys decrypted on use;
+        files staged from the organization's object store if it has one, else from data_dir."""
         from ..workflows.engine import BackendPool, WorkflowEngine
         from ..workflows.events import EventBus
+        from ..workflows.s3staging import ObjectStoreStager
         from ..workflows.staging import LocalStoreStager
 
         def key_loader(cluster: orm.Cluster) -> str | None:
             return self.secrets.decrypt(cluster.private_key_enc) if cluster.private_key_enc else None
 
+        events = EventBus()
+        stager = ObjectStoreStager(
+            self.org_stores.for_org, LocalStoreStager(self.data_dir), events, parent=self
+        )
         self.workflows = WorkflowEngine(
-            self.db_factory,
-            BackendPool(key_loader, parent=self),
-            LocalStoreStager(self.data_dir),
-            EventBus(),
-            parent=self,
+            self.db_factory, BackendPool(key_loader, parent=self), stager, events, parent=self
         )
 
     def init_db(self) -> None:
@@ -398,6 +417,7 @@ class HeroesService(Application):
             recovery.cancel()
             await self.workflows.stop()
             await self.workflows.backends.close()
+            await self.org_stores.close()
             await server.close_all_connections()
             self.engine.dispose()
             log.info(
