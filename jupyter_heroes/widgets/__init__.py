@@ -1,1 +1,14 @@
-"""widgets."""
+"""HEROES widgets (core ipywidgets 8 only: JupyterLab, Notebook and Voila, no front-end build).
+
+- :class:`SubmissionWidget`: pick a template, fill its generated form, choose a cluster, submit, watch;
+- :class:`JobMonitor`: one workflow, live from the service's event stream;
+- :class:`ParameterForm`: the form of one template, validated as you type;
+- :class:`InstanceHandle`: what ``%heroes submit`` returns; shows itself as a ``JobMonitor``.
+"""
+
+from .form import ParameterForm, check_value
+from .handle import InstanceHandle
+from .monitor import JobMonitor
+from .submission import SubmissionWidget
+
+__all__ = ["InstanceHandle", "JobMonitor", "ParameterForm", "SubmissionWidget", "check_value"]

@@ -67,8 +67,9 @@ class World:
 
 
 def build_world(hub: HubTestbed, tag: str, scratch: Path) -> World:
-    """Organizations ``<tag>-lab`` and ``<tag>-aux`` and users ``<tag>-admin``, ``<tag>-wf``,
-    ``<tag>-res`` (researcher in both organizations)."""
+    """Organizations ``<tag>-lab`` and ``<tag>-aux`` and users ``<tag>-admin`` (org-admin and
+    researcher in both), ``<tag>-wf`` (workflow-admin in ``-lab``), ``<tag>-res`` (researcher in
+    both organizations)."""
     w = World(
         hub=hub,
         org=f"{tag}-lab",
@@ -85,7 +86,7 @@ def build_world(hub: HubTestbed, tag: str, scratch: Path) -> World:
             PLATFORM_ADMIN,
             "POST",
             "/organization/admin/users",
-            {"username": w.admin, "roles": ["org-admin"]},
+            {"username": w.admin, "roles": ["org-admin", "researcher"]},
             status=201,
             org=org,
         )

@@ -1,0 +1,396 @@
+"""``SubmissionWidget``: pick a workflow template, fill in its parameters, choose where it runs, submit,
+and watch it run — in a notebook or a Voila dashboard::
+
+    from jupyter_heroes.widgets import SubmissionWidget
+
+    SubmissionWidget()
+
+Everything goes through :class:`~jupyter_heroes.client.HeroesClient` (by default configured from the
+environment of the JupyterHub single-user server). The parameter form is generated from the
+template's declarations and checked as you type (:mod:`.form`); the service checks again and its
+refusal is shown next to the field it names. After a submission a :class:`~.monitor.JobMonitor`
+follows the new workflow live. When the service has budgets, a line shows what is left (or, for
+members who cannot see budgets, what their own work cost this month); when it has the decision
+endpoint, *Compare* shows where the workflow can run and clicking a row's cluster fills it in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as w
+
+from ..client import HeroesClient, HeroesError
+from .form import ERROR_STYLE, ParameterForm, _esc
+from .monitor import JobMonitor
+
+log = logging.getLogger("jupyter_heroes.widgets")
+
+PARAM_ERROR_RE = re.compile(r"^parameter '([a-z][a-z0-9_]*)': (.*)$", re.S)
+HIDDEN = "none"
+
+
+class SubmissionWidget(w.VBox):
+    """The submission form (see the module docstring).
+
+    *client*: a :class:`HeroesClient` (default: one from the environment); *organization*: the
+    organization to act in when you belong to several; *template*, *cluster*, *queue*: preselected
+    values. Attributes for programs and tests: ``form`` (the :class:`ParameterForm`), ``monitor``
+    (the :class:`JobMonitor` of the last submission), ``instance`` (its dict).
+    """
+
+    def __init__(
+        self,
+        client: HeroesClient | None = None,
+        *,
+        organization: str | None = None,
+        template: str | None = None,
+        cluster: str | None = None,
+        queue: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.base_client = client
+        self.client: HeroesClient | None = client
+        self.form: ParameterForm | None = None
+        self.monitor: JobMonitor | None = None
+        self.instance: dict[str, Any] | None = None
+        self.templates: dict[str, dict[str, Any]] = {}
+        self.cluster_queues: dict[str, list[str]] = {}
+        self.me: dict[str, Any] = {}
+        self._busy = False
+
+        self.header = w.HTML("<h3 style='margin:4px 0'>HEROES workflow</h3>")
+        label = {"description_width": "130px"}
+
+        def wide() -> w.Layout:  # one Layout per widget: hiding one must not hide the others
+            return w.Layout(width="460px")
+
+        self.org_picker = w.Dropdown(description="organization", style=label, layout=wide())
+        self.template_picker = w.Dropdown(description="template", style=label, layout=wide())
+        self.template_picker.add_class("heroes-template")
+        self.template_info = w.HTML()
+        self.form_box = w.VBox()
+        self.cluster_box = w.Combobox(
+            description="cluster", placeholder="cluster name", ensure_option=False, style=label, layout=wide()
+        )
+        self.cluster_box.add_class("heroes-cluster")
+        self.queue_box = w.Combobox(
+            description="queue", placeholder="default queue", ensure_option=False, style=label, layout=wide()
+        )
+        self.queue_box.add_class("heroes-queue")
+        self.project_picker = w.Dropdown(description="project", style=label, layout=wide())
+        self.budget = w.HTML()
+        self.budget.add_class("heroes-budget")
+        self.submit_button = w.Button(
+            description="Submit", icon="play", button_style="primary", disabled=True
+        )
+        self.submit_button.add_class("heroes-submit")
+        self.submit_button.on_click(lambda _b: self.submit())
+        self.compare_button = w.Button(description="Compare", icon="balance-scale")
+        self.compare_button.add_class("heroes-compare")
+        self.compare_button.on_click(lambda _b: self.compare())
+        self.compare_button.layout.display = HIDDEN
+        self.status = w.HTML()
+        self.status.add_class("heroes-status")
+        self.decision_view = w.HTML()
+        self.decision_view.add_class("heroes-decision")
+        self.monitor_box = w.VBox()
+        super().__init__(
+            [
+                self.header,
+                self.org_picker,
+                self.template_picker,
+                self.template_info,
+                self.form_box,
+                self.cluster_box,
+                self.queue_box,
+                self.project_picker,
+                self.budget,
+                w.HBox([self.submit_button, self.compare_button]),
+                self.status,
+                self.decision_view,
+                self.monitor_box,
+            ],
+            **kwargs,
+        )
+        self.add_class("heroes-submission")
+        self.cluster_box.observe(self._cluster_changed, names="value")
+
+        try:
+            if self.client is None:
+                self.client = self.base_client = HeroesClient(organization=organization)
+            self._load_identity(organization)
+            self._load_organization(template, cluster, queue)
+        except HeroesError as e:
+            self._disable(e.message)
+            return
+        self.org_picker.observe(self._org_changed, names="value")
+        self.template_picker.observe(self._template_changed, names="value")
+        self._update_validity()
+
+    # --- loading ----------------------------------------------------------------------------------
+    def _load_identity(self, organization: str | None) -> None:
+        assert self.client is not None
+        self.me = self.client.me()
+        orgs = [o for o in self.me.get("organizations", []) if o.get("kind") != "platform"] or list(
+            self.me.get("organizations", [])
+        )
+        if not orgs:
+            raise HeroesError(
+                f"{self.me.get('name', 'you')} belong(s) to no organization yet: ask an organization's "
+                "administrator to add you",
+                "no_organization",
+                403,
+            )
+        self.org_picker.options = [(o.get("display_name") or o["name"], o["name"]) for o in orgs]
+        names = [o["name"] for o in orgs]
+        chosen = organization or (self.client.organization if self.client.organization in names else None)
+        if chosen and chosen not in names:
+            raise HeroesError(
+                f"you are not a member of organization '{chosen}'; yours: {', '.join(names)}",
+                "not_found",
+                404,
+            )
+        self.org_picker.value = chosen or names[0]
+        self.org_picker.layout.display = None if len(orgs) > 1 else HIDDEN
+        if len(orgs) > 1 or self.client.organization != self.org_picker.value:
+            self.client = self._client_for(self.org_picker.value)
+
+    def _client_for(self, org: str) -> HeroesClient:
+        assert self.base_client is not None
+        if self.base_client.organization == org:
+            return self.base_client
+        return self.base_client.with_organization(org)
+
+    def _load_organization(
+        self, template: str | None = None, cluster: str | None = None, queue: str | None = None
+    ) -> None:
+        client = self.client
+        assert client is not None
+        listing = client.templates()
+        self.templates = {}
+        for t in listing:  # the newest version of each name
+            if t["name"] not in self.templates or t["version"] > self.templates[t["name"]]["version"]:
+                self.templates[t["name"]] = t
+        org: dict[str, Any] = next(
+            (o for o in self.me.get("organizations", []) if o["name"] == self.org_picker.value), {}
+        )
+        projects = [p if isinstance(p, str) else p.get("name", "") for p in org.get("projects", [])]
+        self.project_picker.options = [("(default)", "")] + [(p, p) for p in projects if p]
+        self.project_picker.value = ""
+        self.project_picker.layout.display = None if projects else HIDDEN
+        try:
+            self.cluster_queues = client.cluster_choices()
+        except HeroesError as e:
+            log.info("no cluster suggestions: %s", e.reason)
+            self.cluster_queues = {}
+        self.cluster_box.options = sorted(self.cluster_queues)
+        if cluster is not None:
+            self.cluster_box.value = cluster
+        elif len(self.cluster_queues) == 1:
+            self.cluster_box.value = next(iter(self.cluster_queues))
+        self._cluster_changed()
+        if queue is not None:
+            self.queue_box.value = queue
+        if not self.templates:
+            self.template_picker.options = []
+            self._show_form(None)
+            self.status.value = (
+                "<span style='color:#555'>No workflow templates are available to you in this organization; "
+                "ask its workflow administrator to publish one.</span>"
+            )
+        else:
+            opts = [(f"{t['name']} v{t['version']}", name) for name, t in sorted(self.templates.items())]
+            self.template_picker.options = opts
+            if template is not None and template not in self.templates:
+                raise HeroesError(
+                    f"workflow template '{template}' not found; the templates you may run are: "
+                    f"{', '.join(sorted(self.templates))}",
+                    "not_found",
+                    404,
+                )
+            self.template_picker.value = template or opts[0][1]
+            self._show_form(self.template_picker.value)
+        self.compare_button.layout.display = (
+            None if self.templates and self._has(client.DECIDE_PATH, "post") else HIDDEN
+        )
+        self._load_budget()
+
+    def _has(self, path: str, method: str) -> bool:
+        try:
+            return bool(self.client and self.client.has_endpoint(path, method))
+        except HeroesError:
+            return False
+
+    def _load_budget(self) -> None:
+        """One line: the organization's or your project's budget when you may see budgets, else
+        your own cost this month, else nothing."""
+        client = self.client
+        assert client is not None
+        self.budget.value = ""
+        try:
+            budgets = client.budgets()
+        except HeroesError:
+            budgets = None
+        if budgets:
+            project = self.project_picker.value or None
+            mine = [b for b in budgets if b.get("project") == project] or [
+                b for b in budgets if b.get("project") is None
+            ]
+            if mine:
+                b = mine[0]
+                scope = f"project {b['project']}" if b.get("project") else "organization"
+                colour = "#c62828" if b.get("exhausted") else "#2e7d32"
+                self.budget.value = (
+                    f"<span class='heroes-budget-line' style='color:{colour}'>Budget ({_esc(scope)}): "
+                    f"{_esc(b['spent'])} of {_esc(b['limit'])} {_esc(b['currency'])} spent, "
+                    f"{_esc(b['available'])} available</span>"
+                )
+                return
+        try:
+            rows = client.usage(by="period", period="month")
+        except HeroesError:
+            return
+        if rows:
+            last = rows[-1]
+            total = last.get("total") or last.get("cost") or {}
+            money = ", ".join(f"{v} {c}" for c, v in total.items()) or "nothing"
+            self.budget.value = (
+                f"<span class='heroes-budget-line' style='color:#555'>Your usage in {_esc(last.get('period', ''))}: "
+                f"{_esc(last.get('jobs', 0))} jobs, {_esc(money)}</span>"
+            )
+        else:
+            self.budget.value = "<span class='heroes-budget-line' style='color:#555'>No cost recorded for you this month.</span>"
+
+    # --- reacting ---------------------------------------------------------------------------------
+    def _org_changed(self, change: Any) -> None:
+        self.client = self._client_for(change["new"])
+        self.cluster_box.value = ""
+        self.queue_box.value = ""
+        self.status.value = ""
+        try:
+            self._load_organization()
+        except HeroesError as e:
+            self._error(e.message)
+        self._update_validity()
+
+    def _template_changed(self, change: Any) -> None:
+        self._show_form(change["new"])
+        self.status.value = ""
+        self.decision_view.value = ""
+
+    def _cluster_changed(self, _change: Any = None) -> None:
+        self.queue_box.options = list(self.cluster_queues.get(self.cluster_box.value, []))
+        self._update_validity()
+
+    def _show_form(self, name: str | None) -> None:
+        if name is None or name not in self.templates:
+            self.form = None
+            self.form_box.children = ()
+            self.template_info.value = ""
+        else:
+            t = self.templates[name]
+            self.form = ParameterForm(t, on_change=self._update_validity)
+            self.form_box.children = (self.form.box,)
+            steps = ", ".join(s.get("name", "") for s in t.get("steps", []))
+            self.template_info.value = (
+                f"<div style='color:#444;margin:2px 0 6px 0'>{_esc(t.get('description', ''))}"
+                f"<br><span style='color:#777;font-size:85%'>steps: {_esc(steps)}</span></div>"
+            )
+        self._update_validity()
+
+    def _update_validity(self) -> None:
+        ok = self.form is not None and self.form.valid and bool(self.cluster_box.value.strip())
+        self.submit_button.disabled = self._busy or not ok
+        if self.form is not None and not self.cluster_box.value.strip():
+            self.submit_button.tooltip = "choose a cluster first"
+        elif self.form is not None and not self.form.valid:
+            bad = ", ".join(self.form.problems)
+            self.submit_button.tooltip = f"fix the marked parameters first: {bad}"
+        else:
+            self.submit_button.tooltip = "submit the workflow"
+
+    def _disable(self, message: str) -> None:
+        for child in (
+            self.org_picker,
+            self.template_picker,
+            self.cluster_box,
+            self.queue_box,
+            self.project_picker,
+            self.submit_button,
+        ):
+            child.disabled = True
+        self._error(message)
+
+    def _error(self, message: str) -> None:
+        self.status.value = f"<span style='{ERROR_STYLE}'>{_esc(message)}</span>"
+
+    # --- actions ----------------------------------------------------------------------------------
+    def submit(self) -> dict[str, Any] | None:
+        """Submit the form; the new instance (also in ``instance``), or None when refused (the
+        reason is shown)."""
+        if self.client is None or self.form is None:
+            return None
+        if not self.form.valid:
+            self._error(f"fix the marked parameters first: {', '.join(self.form.problems)}")
+            return None
+        self._busy = True
+        self._update_validity()
+        self.status.value = "<span style='color:#555'>submitting ...</span>"
+        try:
+            inst = self.client.submit(
+                self.template_picker.value,
+                self.form.values(),
+                cluster=self.cluster_box.value.strip(),
+                queue=self.queue_box.value.strip() or None,
+                project=self.project_picker.value or None,
+            )
+        except HeroesError as e:
+            self._refused(e)
+            return None
+        finally:
+            self._busy = False
+            self._update_validity()
+        self.instance = inst
+        self.status.value = (
+            f"<span class='heroes-submitted' style='color:#2e7d32'>submitted workflow <code>{_esc(inst['id'])}</code>"
+            "</span>"
+        )
+        if self.monitor is not None:
+            self.monitor.close()
+        self.monitor = JobMonitor(self.client, inst)
+        self.monitor_box.children = (self.monitor,)
+        return inst
+
+    def _refused(self, e: HeroesError) -> None:
+        m = PARAM_ERROR_RE.match(e.message)
+        if m and self.form is not None and m.group(1) in self.form.fields:
+            f = self.form.fields[m.group(1)]
+            f.error.value = f"<span style='{ERROR_STYLE}'>{_esc(m.group(2))}</span>"
+        self._error(f"the service refused the submission: {e.message}")
+
+    def compare(self) -> Any:
+        """Ask the decision endpoint where the workflow can run; show the table (and return it)."""
+        if self.client is None or self.form is None:
+            return None
+        try:
+            df = self.client.decide(self.template_picker.value, self.form.values())
+        except HeroesError as e:
+            self._error(e.message)
+            return None
+        self.decision_view.value = df.to_html(index=False, border=0, max_rows=30, na_rep="")
+        best = df[df["rank"] == 1] if "rank" in df.columns else df.iloc[:0]
+        if len(best) and "cluster" in df.columns:
+            row: Mapping[str, Any] = best.iloc[0].to_dict()
+            self.cluster_box.value = str(row.get("cluster") or "")
+            if row.get("queue"):
+                self.queue_box.value = str(row["queue"])
+        return df
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+        super().close()
