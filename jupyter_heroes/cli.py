@@ -3,6 +3,7 @@
 ``heroes demo``        the whole product on this machine with embedded defaults (see :mod:`.demo`)
 ``heroes upgrade-db``  bring a HEROES database to the current schema (back it up first)
 ``heroes service``     run the HEROES REST service (normally started by JupyterHub as a managed service)
+``heroes templates|submit|status|cancel|logs``  workflows through the service (see :mod:`.cli_workflows`)
 
 Subcommands are registered in :data:`COMMANDS`; each one is a function taking its parsed arguments
 and returning an exit status.
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import cli_workflows
 from ._version import __version__
 
 
@@ -95,7 +97,12 @@ def _add_service(sub: argparse._SubParsersAction) -> None:
 
 
 #: subcommand registrars, in the order ``heroes --help`` lists them
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_upgrade_db, _add_service]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo,
+    _add_upgrade_db,
+    _add_service,
+    *cli_workflows.COMMANDS,  # templates, submit, status, cancel, logs
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

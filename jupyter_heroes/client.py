@@ -346,8 +346,9 @@ class HeroesClient:
         url = url if url is not None else default_service_url()
         if not url:
             raise HeroesError(
-                "where is the HEROES service? Pass url='https://<hub>/services/heroes/' or set "
-                "$HEROES_SERVICE_URL (in a JupyterHub server your administrator's install_heroes sets it)",
+                "where is the HEROES service? Set $HEROES_SERVICE_URL to https://<hub>/services/heroes/ (in a "
+                "JupyterHub server install_heroes sets it), or pass it (url=... in Python, --url to the heroes "
+                "command)",
                 "no_service_url",
             )
         self.service_url = service_root(url)
@@ -355,8 +356,8 @@ class HeroesClient:
         token = token if token is not None else default_token()
         if not token:
             raise HeroesError(
-                "no API token: pass token=..., or set $JUPYTERHUB_API_TOKEN (create a token on the hub's "
-                "Token page, /hub/token)",
+                "no API token: set $JUPYTERHUB_API_TOKEN to a token from the hub's Token page (/hub/token), "
+                "or pass one (token=... in Python, --token to the heroes command)",
                 "no_token",
             )
         self._token = token

@@ -92,7 +92,7 @@ def test_missing_url_or_token_says_what_to_set(monkeypatch):
         "JUPYTERHUB_API_TOKEN",
     ):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(HeroesError, match=r"set \$HEROES_SERVICE_URL") as e:
+    with pytest.raises(HeroesError, match=r"Set \$HEROES_SERVICE_URL to https://<hub>/services/heroes/") as e:
         HeroesClient()
     assert e.value.reason == "no_service_url"
     with pytest.raises(HeroesError, match=r"set \$JUPYTERHUB_API_TOKEN") as e:

@@ -218,5 +218,5 @@ def test_without_a_service_url_the_error_says_what_to_set(shell, monkeypatch):
     for name in ("HEROES_SERVICE_URL", "JUPYTERHUB_PUBLIC_HUB_URL", "JUPYTERHUB_API_URL"):
         monkeypatch.delenv(name, raising=False)
     shell.magics_manager.registry["HeroesMagics"].client = None
-    with pytest.raises(UsageError, match=r"set \$HEROES_SERVICE_URL"):
+    with pytest.raises(UsageError, match=r"Set \$HEROES_SERVICE_URL to https://<hub>/services/heroes/"):
         run(shell, "templates")

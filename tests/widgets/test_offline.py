@@ -10,7 +10,7 @@ def test_without_a_service_the_widget_says_what_to_set(monkeypatch):
     for name in ("HEROES_SERVICE_URL", "JUPYTERHUB_PUBLIC_HUB_URL", "JUPYTERHUB_API_URL"):
         monkeypatch.delenv(name, raising=False)
     sw = SubmissionWidget()
-    assert "set $HEROES_SERVICE_URL" in sw.status.value
+    assert "Set $HEROES_SERVICE_URL to https://&lt;hub&gt;/services/heroes/" in sw.status.value
     assert sw.submit_button.disabled and sw.template_picker.disabled
     assert sw.submit() is None
     sw.close()

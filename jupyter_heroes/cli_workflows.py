@@ -1,0 +1,335 @@
+"""``heroes templates|submit|status|cancel|logs``: workflows from a shell, through
+:class:`~jupyter_heroes.client.HeroesClient`.
+
+::
+
+    export HEROES_SERVICE_URL=https://hub.example.org/services/heroes/
+    export JUPYTERHUB_API_TOKEN=...            # from the hub's Token page
+    heroes templates
+    heroes submit monte-carlo-pi samples=100000 --cluster galileo --wait
+    heroes status
+    heroes logs 3f2a... --step estimate --err
+    heroes cancel 3f2a...
+
+In a JupyterHub server's terminal both variables are already set. ``--json`` prints what the service
+answered, for scripts. Exit status: 0 on success (``submit --wait``: the workflow completed), 1 when the
+service refused or the workflow failed or was cancelled, 2 for a mistake on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .client import FINAL_STATES, HeroesClient, HeroesError, typed_params
+
+
+def _client(args: argparse.Namespace) -> HeroesClient:
+    return HeroesClient(args.url, args.token, args.org, timeout=args.timeout_request)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the client's errors into one line on stderr and exit status 1."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except HeroesError as e:
+            print(f"heroes {args.command}: {e.message}", file=sys.stderr)
+            return 2 if e.reason == "usage" else 1
+
+    return wrapper
+
+
+def _parse_params(words: list[str], template: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise HeroesError(
+                f"expected a parameter as key=value, got {word!r}; for example: "
+                f"heroes submit {template} samples=100000 --cluster NAME",
+                "usage",
+            )
+        if key in out:
+            raise HeroesError(f"parameter {key!r} is given twice; give each parameter once", "usage")
+        out[key] = value
+    return out
+
+
+# --- commands ------------------------------------------------------------------------------------
+@_run
+def _templates(args: argparse.Namespace) -> int:
+    templates = _client(args).templates()
+    if args.json:
+        _print_json(templates)
+        return 0
+    rows = []
+    for t in templates:
+        params = ", ".join(
+            f"{n}:{d.get('type', '?')}" + (f"={d['default']}" if "default" in d else "")
+            for n, d in (t.get("parameters") or {}).items()
+        )
+        rows.append((t["name"], t["version"], params, t.get("description", "")))
+    print(
+        _table(rows, ("NAME", "VERSION", "PARAMETERS", "DESCRIPTION")) if rows else "no templates you may run"
+    )
+    return 0
+
+
+@_run
+def _submit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    raw = _parse_params(args.params, args.template)
+    params = typed_params(client.template(args.template, args.version), raw)
+    inst = client.submit(
+        args.template,
+        params,
+        cluster=args.cluster,
+        queue=args.queue,
+        project=args.project,
+        version=args.version,
+    )
+    if not args.wait:
+        if args.json:
+            _print_json(inst)
+        else:
+            print(f"{inst['id']} {inst['state']}")
+        return 0
+    if not args.json:
+        print(f"{inst['id']} {inst['state']}", flush=True)
+    final = _follow(client, inst["id"], args.wait_timeout, quiet=args.json)
+    if args.json:
+        _print_json(final)
+    return 0 if final["state"] == "completed" else 1
+
+
+def _follow(client: HeroesClient, instance_id: str, timeout: float, *, quiet: bool) -> dict[str, Any]:
+    """Print each step's state changes until the workflow is final; the final instance."""
+    seen: dict[str, tuple[str, str]] = {}
+
+    def show(step: str, state: str, reason: str) -> None:
+        if seen.get(step) != (state, reason) and not quiet:
+            print(f"  {step}: {state}{f' ({reason})' if reason else ''}", flush=True)
+        seen[step] = (state, reason)
+
+    done = threading.Event()
+
+    def watch() -> None:
+        try:
+            for ev in client.events(instance_id, timeout=min(timeout, 3600.0)):
+                if ev["type"] == "snapshot":
+                    for j in ev["data"].get("jobs", []):
+                        show(j["step"], j["state"], j.get("reason") or "")
+                elif ev["type"] == "job":
+                    show(ev["step"], ev["state"], ev.get("reason") or "")
+                if ev["type"] in ("instance", "snapshot") and ev.get("state") in FINAL_STATES:
+                    break
+        except HeroesError:
+            pass  # wait() below still sees the end
+        finally:
+            done.set()
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    result = client.wait(instance_id, timeout)
+    done.wait(5)
+    for j in result.get("jobs", []):
+        show(j["step"], j["state"], j.get("reason") or "")
+    if not quiet:
+        print(f"{instance_id} {result['state']}")
+    return result
+
+
+@_run
+def _status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.id:
+        inst = client.instance(args.id)
+        if args.json:
+            _print_json(inst)
+            return 0
+        print(
+            f"{inst['id']} {inst['template']} v{inst['template_version']} on {inst['cluster']}: {inst['state']}"
+        )
+        rows = [
+            (
+                j["step"],
+                j["state"],
+                j.get("job_id") or "-",
+                "" if j.get("exit_code") is None else j["exit_code"],
+                j.get("reason") or "",
+            )
+            for j in inst.get("jobs", [])
+        ]
+        print(_table(rows, ("STEP", "STATE", "JOB", "EXIT", "REASON")))
+        outputs = [o for j in inst.get("jobs", []) for o in (j.get("accounting") or {}).get("outputs", [])]
+        if outputs:
+            print("outputs:\n" + "\n".join(f"  {o}" for o in outputs))
+        return 0
+    items = client.instances(args.state, args.limit)
+    if args.json:
+        _print_json(items)
+        return 0
+    rows = [(i["id"], i["template"], i["cluster"], i["state"], i["created"]) for i in items]
+    print(_table(rows, ("ID", "TEMPLATE", "CLUSTER", "STATE", "CREATED")) if rows else "no workflows")
+    return 0
+
+
+@_run
+def _cancel(args: argparse.Namespace) -> int:
+    inst = _client(args).cancel(args.id)
+    if args.json:
+        _print_json(inst)
+    else:
+        print(f"{inst['id']} {inst['state']} (cancel requested)")
+    return 0
+
+
+@_run
+def _logs(args: argparse.Namespace) -> int:
+    answer = _client(args).logs(args.id, args.step, stream="err" if args.err else "out", task=args.task)
+    if args.json:
+        _print_json(answer)
+    else:
+        sys.stdout.write(answer.get("text", ""))
+    return 0
+
+
+# --- parsers -------------------------------------------------------------------------------------
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connection")
+    g.add_argument(
+        "--url",
+        default=None,
+        help="the HEROES service, e.g. https://hub.example.org/services/heroes/ (default: "
+        "$HEROES_SERVICE_URL, else derived from JupyterHub's variables)",
+    )
+    g.add_argument(
+        "--token",
+        default=None,
+        help="a JupyterHub API token (default: $HEROES_API_TOKEN or $JUPYTERHUB_API_TOKEN; prefer the "
+        "variables: a command line is visible to other users of the machine)",
+    )
+    g.add_argument(
+        "--org",
+        default=None,
+        help="the organization to act in (default: $HEROES_ORGANIZATION, or your only one)",
+    )
+    g.add_argument(
+        "--timeout-request",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds to wait for one answer of the service (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the service's answer as JSON")
+    return p
+
+
+def _add_templates(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "templates",
+        parents=[_common()],
+        help="list the workflow templates you may run",
+        description="List the workflow templates you may run, with their parameters.",
+    )
+    p.set_defaults(func=_templates)
+
+
+def _add_submit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "submit",
+        parents=[_common()],
+        help="submit a workflow",
+        description="Submit TEMPLATE with parameters key=value (converted to the types the template "
+        "declares; the service validates them) to a cluster. Prints the workflow's id and state.",
+    )
+    p.add_argument("template", help="the template's name (heroes templates lists them)")
+    p.add_argument("params", nargs="*", metavar="key=value", help="parameters of the template")
+    p.add_argument("--cluster", required=True, help="the cluster to run on")
+    p.add_argument("--queue", default=None, help="the cluster's queue (default: its default queue)")
+    p.add_argument("--project", default=None, help="the project the run is charged to")
+    p.add_argument("--version", type=int, default=None, help="a template version (default: the newest)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the workflow until it ends, printing each step's state; exit 0 only if it completed",
+    )
+    p.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="with --wait: give up after this many seconds (default: %(default)s)",
+    )
+    p.set_defaults(func=_submit)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        parents=[_common()],
+        help="your workflows, or one of them",
+        description="Without ID: your workflows, newest first. With ID: its steps, states, reasons and outputs.",
+    )
+    p.add_argument("id", nargs="?", default=None, help="a workflow id")
+    p.add_argument(
+        "--state",
+        default="all",
+        choices=["live", "final", "all"],
+        help="which workflows to list (default: all)",
+    )
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
+    p.set_defaults(func=_status)
+
+
+def _add_cancel(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cancel",
+        parents=[_common()],
+        help="cancel a workflow",
+        description="Cancel every live step of a workflow.",
+    )
+    p.add_argument("id", help="a workflow id")
+    p.set_defaults(func=_cancel)
+
+
+def _add_logs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "logs",
+        parents=[_common()],
+        help="the end of a step's output",
+        description="Print the end of a step's standard output (or error with --err).",
+    )
+    p.add_argument("id", help="a workflow id")
+    p.add_argument("--step", default=None, help="the step (default: the first)")
+    p.add_argument("--err", action="store_true", help="standard error instead of standard output")
+    p.add_argument("--task", type=int, default=0, help="the task of a job array (default: 0)")
+    p.set_defaults(func=_logs)
+
+
+#: subcommand registrars for :data:`jupyter_heroes.cli.COMMANDS`
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_templates,
+    _add_submit,
+    _add_status,
+    _add_cancel,
+    _add_logs,
+]

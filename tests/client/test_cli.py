@@ -1,0 +1,141 @@
+"""``heroes templates|submit|status|cancel|logs`` against the real hub + service."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jupyter_heroes.cli import main
+
+pytestmark = [
+    pytest.mark.hub,
+    pytest.mark.parametrize("hub", ["sqlite"], indirect=True),
+    pytest.mark.timeout(240),
+]
+
+
+@pytest.fixture
+def env(faces_client_world, monkeypatch):
+    w = faces_client_world
+    for name in ("HEROES_SERVICE_URL", "HEROES_API_TOKEN", "JUPYTERHUB_PUBLIC_HUB_URL", "JUPYTERHUB_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", w.tokens[w.researcher])
+    monkeypatch.setenv("HEROES_ORGANIZATION", w.org)
+    return w
+
+
+def heroes(w, capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([argv[0], "--url", w.service_url, *argv[1:]])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_templates_submit_wait_status_logs(env, capsys):
+    code, out, _ = heroes(env, capsys, "templates")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["NAME", "VERSION", "PARAMETERS", "DESCRIPTION"]
+    assert "monte-carlo-pi  1        samples:integer=1000000, seed:integer=42, label:string=run" in out
+    code, out, err = heroes(
+        env,
+        capsys,
+        "submit",
+        "monte-carlo-pi",
+        "samples=20000",
+        "label=cli run",
+        "--cluster",
+        "local",
+        "--wait",
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    iid = lines[0].split()[0]
+    assert lines[0] == f"{iid} submitting"
+    assert "  estimate: completed" in lines
+    assert lines[-1] == f"{iid} completed"
+    code, out, _ = heroes(env, capsys, "status", iid)
+    assert code == 0
+    assert out.splitlines()[0] == f"{iid} monte-carlo-pi v1 on local: completed"
+    assert f"  results/{iid}/result.json" in out
+    code, out, _ = heroes(env, capsys, "logs", iid, "--step", "estimate")
+    assert code == 0 and out.startswith("pi ~")
+    code, out, _ = heroes(env, capsys, "status", "--json")
+    items = json.loads(out)
+    assert iid in [i["id"] for i in items]
+    assert next(i for i in items if i["id"] == iid)["params"]["label"] == "cli run"
+    code, out, _ = heroes(env, capsys, "status")
+    assert out.splitlines()[0].split() == ["ID", "TEMPLATE", "CLUSTER", "STATE", "CREATED"]
+    assert any(line.startswith(iid) and " completed " in line for line in out.splitlines())
+
+
+def test_submit_without_wait_then_cancel(env, capsys):
+    code, out, _ = heroes(
+        env, capsys, "submit", "monte-carlo-pi", "samples=2000000000", "--cluster", "local", "--json"
+    )
+    assert code == 0
+    inst = json.loads(out)
+    code, out, _ = heroes(env, capsys, "cancel", inst["id"])
+    assert code == 0 and out.startswith(f"{inst['id']} ")
+    client = env.client(organization=env.org)
+    assert client.wait(inst["id"], 60)["state"] == "cancelled"
+    # --wait on a workflow that does not complete exits 1
+    code, out, _ = heroes(
+        env, capsys, "submit", "run-python", "script=raise SystemExit(3)", "--cluster", "local", "--wait"
+    )
+    assert code == 1
+    assert out.splitlines()[-1].endswith(" failed")
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (
+            ["submit", "monte-carlo-pi", "samples=5", "--cluster", "local"],
+            1,
+            "heroes submit: parameter 'samples': 5 is below the minimum 1000",
+        ),
+        (
+            ["submit", "monte-carlo-pi", "samples", "--cluster", "local"],
+            2,
+            "heroes submit: expected a parameter as key=value, got 'samples'",
+        ),
+        (["submit", "nope", "--cluster", "local"], 1, "heroes submit: workflow template 'nope' not found"),
+        (["status", "0" * 32], 1, f"heroes status: workflow instance '{'0' * 32}' not found"),
+        (["logs", "0" * 32], 1, "not found"),
+        (["templates", "--org", "nowhere-org"], 1, "Organization 'nowhere-org' not found"),
+    ],
+)
+def test_errors_are_one_line_on_stderr(env, capsys, argv, code, message):
+    got, out, err = heroes(env, capsys, *argv)
+    assert got == code
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert env.tokens[env.researcher] not in err + out
+
+
+def test_the_installed_command(env):
+    """The ``heroes`` entry point registers the workflow commands; the token comes from the environment."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "jupyter_heroes.cli", "templates", "--json", "--url", env.service_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(t["name"] for t in json.loads(proc.stdout)) == ["monte-carlo-pi", "run-python"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jupyter_heroes.cli", "templates", "--url", env.service_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in ("JUPYTERHUB_API_TOKEN", "HEROES_API_TOKEN")},
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "heroes templates: no API token: set $JUPYTERHUB_API_TOKEN to a token from the hub's Token page "
+        "(/hub/token), or pass one (token=... in Python, --token to the heroes command)"
+    )
