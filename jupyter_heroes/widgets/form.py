@@ -99,7 +99,7 @@ class ParameterField:
         self.input = self._make_input()
         self.input.add_class("heroes-param")
         self.input.add_class(f"heroes-param-{name}")
-        self.error = w.HTML("", layout=w.Layout(margin="0 0 0 8px"))
+        self.error = w.HTML("", layout=w.Layout(margin="0 8px"))
         self.error.add_class("heroes-param-error")
         hint = self._hint()
         self.hint = w.HTML(f"<span style='color:#666;font-size:90%'>{_esc(hint)}</span>" if hint else "")
