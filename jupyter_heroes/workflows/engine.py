@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -132,6 +133,8 @@ class PollStats:
     unknown: int = 0
     seconds: float = 0.0
     commands: int = 0
+    #: finished jobs whose accounting (exit code) was asked for again
+    backlog: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -160,6 +163,17 @@ class WorkflowEngine(LoggingConfigurable):
         config=True,
         help="""Seconds between two sweeps over unfinished instances that re-send steps whose launch
         failed transiently (cluster unreachable, staging interrupted). 0 disables the sweep.""",
+    )
+    accounting_retries = Integer(
+        10,
+        config=True,
+        help="""How many polls ask the scheduler's accounting again for a finished job whose exit code it
+        did not have yet (sacct lags behind the controller by a few seconds).""",
+    )
+    accounting_retry_window = Float(
+        3600.0,
+        config=True,
+        help="Seconds after a job finished during which missing accounting is asked for again.",
     )
     log_tail_bytes = Integer(
         65536,
@@ -463,6 +477,10 @@ class WorkflowEngine(LoggingConfigurable):
                     Job.cluster_id == cluster_id, Job.state.in_(LIVE_JOB_STATES), Job.scheduler_job_id != ""
                 )
             ).all()
+            backlog = self._accounting_backlog(s, cluster_id)
+        if backlog:
+            stats.backlog = len(backlog)
+            await self._record_accounting(cluster_id, backlog)
         if not rows:
             return stats
         transport, scheduler = self.backends.get(cluster)
@@ -487,6 +505,8 @@ class WorkflowEngine(LoggingConfigurable):
                 job.reason = st.reason
                 if st.exit_code is not None:
                     job.exit_code = st.exit_code
+                elif st.state is JobState.COMPLETED:
+                    job.exit_code = 0  # completed means every process exited 0; accounting may lag
                 if st.state is JobState.RUNNING and job.started is None:
                     job.started = utcnow()
                 if st.state.final:
@@ -507,25 +527,60 @@ class WorkflowEngine(LoggingConfigurable):
 
     async def _finish_jobs(self, cluster_id: int, job_ids: list[int]) -> None:
         """Record accounting and copy outputs of jobs that just reached a final state."""
+        await self._record_accounting(cluster_id, job_ids)
+        with session_scope(self.session_factory) as s:
+            done = [
+                (j.instance_id, j.step)
+                for j in (s.get(Job, i) for i in job_ids)
+                if j.state == JobState.COMPLETED.value
+            ]
+        for iid, step in done:
+            await self._stage_out(iid, step)
+
+    async def _record_accounting(self, cluster_id: int, job_ids: list[int]) -> None:
+        """Store the scheduler's accounting beside each job, and its exit code when the poll had none.
+        Accounting lags behind the controller (sacct may not have a just-finished job yet): a job still
+        without an exit code is asked about again at the next polls (see :meth:`_accounting_backlog`)."""
         with session_scope(self.session_factory) as s:
             cluster = s.get(Cluster, cluster_id)
-            jobs = [
-                (j.id, j.scheduler_job_id, j.instance_id, j.step, j.state)
-                for j in (s.get(Job, i) for i in job_ids)
-            ]
-        scheduler = self.backends.scheduler(cluster)
+            sids = {j.id: j.scheduler_job_id for j in (s.get(Job, i) for i in job_ids) if j.scheduler_job_id}
+        if not sids:
+            return
         try:
-            acct = await scheduler.accounting([j[1] for j in jobs])
+            acct = await self.backends.scheduler(cluster).accounting(list(sids.values()))
         except SchedulerError as e:
-            self.log.warning("accounting of %d jobs on %s unavailable: %s", len(jobs), cluster.name, e)
+            self.log.warning("accounting of %d jobs on %s unavailable: %s", len(sids), cluster.name, e)
             acct = {}
         with session_scope(self.session_factory) as s:
-            for jid, sid, *_ in jobs:
-                if sid in acct:
-                    s.get(Job, jid).accounting = acct[sid].to_dict()
-        for _jid, _sid, iid, step, state in jobs:
-            if state == JobState.COMPLETED.value:
-                await self._stage_out(iid, step)
+            for jid, sid in sids.items():
+                job = s.get(Job, jid)
+                previous = dict(job.accounting or {})
+                record = acct[sid].to_dict() if sid in acct else {}
+                if job.exit_code is None and sid in acct and acct[sid].exit_code is not None:
+                    job.exit_code = acct[sid].exit_code
+                keep = {k: previous[k] for k in ("outputs",) if k in previous}
+                attempts = int(previous.get("accounting_attempts", 0)) + 1
+                job.accounting = {**previous, **record, **keep, "accounting_attempts": attempts}
+
+    def _accounting_backlog(self, s: Session, cluster_id: int) -> list[int]:
+        """Recently finished jobs of a cluster whose exit code accounting has not given yet."""
+        since = utcnow() - timedelta(seconds=self.accounting_retry_window)
+        rows = s.scalars(
+            select(Job)
+            .where(
+                Job.cluster_id == cluster_id,
+                Job.state.in_(FINAL_JOB_STATES),
+                Job.exit_code.is_(None),
+                Job.scheduler_job_id != "",
+                Job.finished >= since,
+            )
+            .limit(500)
+        )
+        return [
+            j.id
+            for j in rows
+            if int((j.accounting or {}).get("accounting_attempts", 0)) < self.accounting_retries
+        ]
 
     async def _stage_out(self, instance_id: str, step_name: str) -> None:
         if self.stager is None:
@@ -713,7 +768,7 @@ class WorkflowEngine(LoggingConfigurable):
             except Exception:  # a bug or a dead database must not kill the monitor silently
                 self.log.exception("poll of cluster %s failed", cluster_id)
                 stats = PollStats(cluster_id, jobs=1, unknown=1)
-            if stats.jobs == 0:
+            if stats.jobs == 0 and stats.backlog == 0:
                 self._monitors.pop(cluster_id, None)
                 return
             delay = (

@@ -11,6 +11,7 @@ reached Slurm.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import random
 import signal
@@ -149,7 +150,9 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(hub_factory, slur
         finally:
             await t.close()
 
-    found = asyncio.run(found_on_slurm())
+    # in a thread: a session-long Playwright browser leaves a running event loop on this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        found = pool.submit(asyncio.run, found_on_slurm()).result(timeout=120)
     assert {s: ids for s, ids in found.items() if len(ids) != 1} == {}, (seed, "submitted twice or lost")
     assert {s: ids[0] for s, ids in found.items()} == {s: j["job_id"] for s, j in jobs.items()}
     assert kills == 4
