@@ -60,6 +60,31 @@ class SlurmWorld:
             for f in sorted(TEMPLATES.glob("*.yaml")):
                 t = load_template(f.read_text())
                 s.add(WorkflowTemplate(org_id=org.id, name=t.name, version=t.version, spec=t.source))
+            s.add(
+                WorkflowTemplate(
+                    org_id=org.id,
+                    name="exits",
+                    version=1,
+                    spec={
+                        "heroes_template": 1,
+                        "name": "exits",
+                        "version": 1,
+                        "parameters": {"code": {"type": "integer", "default": 3, "min": 0, "max": 255}},
+                        "steps": [
+                            {
+                                "name": "run",
+                                "command": [
+                                    "python3",
+                                    "-c",
+                                    "import sys; sys.exit(int(sys.argv[1]))",
+                                    "{{ code }}",
+                                ],
+                            },
+                            {"name": "after", "depends_on": ["run"], "command": ["true"]},
+                        ],
+                    },
+                )
+            )
         self.events = EventBus()
         self.engine = self.new_engine()
 
@@ -181,3 +206,16 @@ async def test_controller_down_30s_shows_unknown_then_correct_never_failed(sw):
         sw.tb.slurm.start_controller()
     assert await sw.wait_final(iid, timeout=120, seen=seen) == "completed"
     assert "failed" not in seen
+
+
+async def test_failed_job_gets_its_exit_code_and_stops_the_rest(sw):
+    iid = sw.submit("exits", {"code": 3})
+    await sw.engine.launch(iid)
+    assert await sw.wait_final(iid) == "failed"
+    deadline = time.monotonic() + 60  # sacct may lag: the engine asks again at the next polls
+    while sw.jobs(iid)["run"].exit_code is None and time.monotonic() < deadline:
+        await sw.engine.poll_cluster(sw.cluster_id())
+        await asyncio.sleep(1)
+    jobs = sw.jobs(iid)
+    assert (jobs["run"].state, jobs["run"].exit_code) == ("failed", 3)
+    assert jobs["after"].state == "cancelled"
