@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -243,6 +243,7 @@ class EventStream:
                         "/organization/workflow/events",
                         params=self.params,
                         stream=True,
+                        accept="text/event-stream",
                         timeout=(self.client.connect_timeout, self.read_timeout),
                         session=session,
                         retries=0,
@@ -421,26 +422,29 @@ class HeroesClient:
         *,
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
+        data: bytes | IO[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
         stream: bool = False,
+        accept: str | None = None,
         timeout: float | tuple[float, float] | None = None,
         retries: int | None = None,
         session: requests.Session | None = None,
         parse: bool = True,
     ) -> Any:
         """Call ``<api>/<path>``; the parsed JSON answer (``None`` for 204), the text of a non-JSON
-        answer, or the open :class:`requests.Response` with *stream*. Failures raise
+        answer, or the open :class:`requests.Response` with *stream* (the caller closes it). *data*
+        is a raw body (bytes or a file opened in binary mode, sent as it is read). Failures raise
         :class:`HeroesError`."""
         method = method.upper()
         url = self.api_url + "/" + path.lstrip("/")
-        headers = {}
+        hdrs = dict(headers or {})
         if self.organization:
-            headers[ORG_HEADER] = self.organization
-        data = None
+            hdrs[ORG_HEADER] = self.organization
         if json_body is not None:
             data = json.dumps(json_body).encode()
-            headers["Content-Type"] = "application/json"
-        if stream:
-            headers["Accept"] = "text/event-stream"
+            hdrs["Content-Type"] = "application/json"
+        if accept:
+            hdrs["Accept"] = accept
         tries = 1 + (self.retries if retries is None else retries) if method == "GET" else 1
         to = timeout if timeout is not None else (self.connect_timeout, self.timeout)
         s = session or self._session
@@ -452,7 +456,7 @@ class HeroesClient:
                     url,
                     params=dict(params) if params else None,
                     data=data,
-                    headers=headers,
+                    headers=hdrs,
                     timeout=to,
                     stream=stream,
                     allow_redirects=False,
@@ -707,7 +711,166 @@ class HeroesClient:
         out.pop("", None)
         return out
 
-    # --- decision, data, budgets (when the service has them) ----------------------------------------
+    # --- data (the organization's object store) ----------------------------------------------------
+    DATA_PREFIX = "/organization/data"
+
+    def buckets(self) -> list[dict[str, Any]]:
+        """The buckets you may use: ``name``, ``kind`` (user/project), ``owner``, ``mine``."""
+        self._require(self.DATA_PREFIX + "/list", "get", "data")
+        return self.request("GET", self.DATA_PREFIX + "/list")
+
+    def home_bucket(self, create: bool = True) -> str:
+        """Your own bucket (where workflow outputs go), created if missing and *create*."""
+        for b in self.buckets():
+            if b.get("kind") == "user" and b.get("mine"):
+                return str(b["name"])
+        if not create:
+            raise HeroesError(
+                "you have no bucket yet in this organization; upload a file (or create_bucket()) to make it",
+                "not_found",
+                404,
+            )
+        return str(self.create_bucket()["name"])
+
+    def create_bucket(
+        self, kind: str = "user", owner: str | None = None, *, exist_ok: bool = True
+    ) -> dict[str, Any]:
+        """Create your bucket (or a project's: ``kind="project", owner=<project>``)."""
+        body: dict[str, Any] = {"kind": kind, "exist_ok": exist_ok}
+        if owner:
+            body["owner"] = owner
+        return self.request("POST", self.DATA_PREFIX + "/bucket", json_body=body)
+
+    def bucket_size(self, bucket: str | None = None) -> dict[str, Any]:
+        """``{"bucket", "bytes", "objects"}`` of *bucket* (default: yours)."""
+        return self.request(
+            "GET", self.DATA_PREFIX + "/size", params={"bucket": bucket or self.home_bucket()}
+        )
+
+    def ls(self, prefix: str = "", bucket: str | None = None, *, recursive: bool = False) -> dict[str, Any]:
+        """Objects under *prefix* in *bucket* (default: yours), every page: ``{"bucket", "prefix",
+        "objects": [{key, size, last_modified, ...}], "folders": [...]}``; *recursive* lists the
+        keys of sub-folders instead of rolling them up."""
+        bucket = bucket or self.home_bucket()
+        objects: list[dict[str, Any]] = []
+        folders: list[str] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"prefix": prefix, "delimiter": "" if recursive else "/"}
+            if token:
+                params["continuation"] = token
+            page = self.request("GET", f"{self.DATA_PREFIX}/bucket/{_seg(bucket)}/list", params=params)
+            objects += page.get("objects", [])
+            folders += page.get("folders", [])
+            token = page.get("next")
+            if not token:
+                return {"bucket": bucket, "prefix": prefix, "objects": objects, "folders": folders}
+
+    def download(
+        self, key: str, dest: str | os.PathLike[str] | None = None, bucket: str | None = None
+    ) -> Any:
+        """Object *key* of *bucket* (default: yours): its bytes, or, with *dest*, written to that file
+        (through a temporary file renamed at the end: a failed download leaves nothing) and its path.
+        The length and the recorded SHA-256 are checked."""
+        import hashlib
+        import tempfile
+        from pathlib import Path
+
+        bucket = bucket or self.home_bucket()
+        r = self.request(
+            "GET",
+            self.DATA_PREFIX + "/download",
+            params={"bucket": bucket, "key": key},
+            stream=True,
+            accept="application/octet-stream",
+        )
+        digest = hashlib.sha256()
+        size = 0
+        expected = r.headers.get("Content-Length")
+        sha = r.headers.get("X-Heroes-Sha256")
+        target = Path(dest) if dest is not None else None
+        tmp: Any = None
+        buf = bytearray()
+        try:
+            if target is not None:
+                if target.is_dir():
+                    target = target / key.rstrip("/").rsplit("/", 1)[-1]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False)
+            try:
+                for chunk in r.iter_content(chunk_size=1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if tmp is not None:
+                        tmp.write(chunk)
+                    else:
+                        buf += chunk
+            except (requests.RequestException, OSError) as e:
+                raise HeroesError(
+                    f"the download of {bucket}/{key} broke off after {size} bytes ({type(e).__name__}); try again",
+                    "unreachable",
+                ) from None
+            if expected is not None and int(expected) != size:
+                raise HeroesError(
+                    f"the download of {bucket}/{key} ended after {size} of {expected} bytes (the object may "
+                    "have been replaced meanwhile); try again",
+                    "incomplete_download",
+                )
+            if sha and sha != digest.hexdigest():
+                raise HeroesError(
+                    f"{bucket}/{key} arrived with another SHA-256 than the store recorded; try again",
+                    "checksum_mismatch",
+                )
+            if tmp is None:
+                return bytes(buf)
+            tmp.close()
+            assert target is not None
+            os.replace(tmp.name, target)
+            tmp = None
+            return target
+        finally:
+            r.close()
+            if tmp is not None:
+                tmp.close()
+                os.unlink(tmp.name)
+
+    def upload(
+        self,
+        key: str,
+        source: bytes | str | os.PathLike[str],
+        bucket: str | None = None,
+        *,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Store *source* (bytes, or a local file's path, streamed) as *key* in *bucket* (default:
+        yours, created if missing); ``{"bucket", "key", "size", "etag", "sha256", "parts"}``."""
+        import mimetypes
+
+        bucket = bucket or self.home_bucket()
+        params = {"bucket": bucket, "key": key}
+        if isinstance(source, bytes):
+            headers = {
+                "Content-Type": content_type or "application/octet-stream",
+                "Content-Length": str(len(source)),
+            }
+            return self.request(
+                "POST", self.DATA_PREFIX + "/upload", params=params, data=source, headers=headers
+            )
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise HeroesError(f"{path} is not a file; give the path of a local file to upload", "not_found")
+        ctype = content_type or mimetypes.guess_type(path)[0] or "application/octet-stream"
+        with open(path, "rb") as f:
+            headers = {"Content-Type": ctype, "Content-Length": str(os.fstat(f.fileno()).st_size)}
+            return self.request("POST", self.DATA_PREFIX + "/upload", params=params, data=f, headers=headers)
+
+    def delete(self, keys: list[str] | str, bucket: str | None = None) -> dict[str, Any]:
+        """Delete objects (a key or a list of at most 1000); ``{"deleted": [...], "errors": {...}}``."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        bucket = bucket or self.home_bucket(create=False)
+        return self.request("DELETE", f"{self.DATA_PREFIX}/bucket/{_seg(bucket)}", json_body={"keys": keys})
+
+    # --- decision, budgets (when the service has them) ------------------------------------------------
     DECIDE_PATH = "/organization/decision/decide"
 
     def decide(

@@ -9,5 +9,5 @@ from .world import World, build_world
 
 
 @pytest.fixture(scope="session")
-def faces_client_world(hub, tmp_path_factory) -> World:
-    return build_world(hub, "fc", tmp_path_factory.mktemp("fc-scratch"))
+def faces_client_world(hub, s3_server, tmp_path_factory) -> World:
+    return build_world(hub, "fc", tmp_path_factory.mktemp("fc-scratch"), s3_server)

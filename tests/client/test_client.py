@@ -16,6 +16,7 @@ from .world import CLUSTER
 
 pytestmark = [
     pytest.mark.hub,
+    pytest.mark.s3,
     pytest.mark.parametrize("hub", ["sqlite"], indirect=True),
     pytest.mark.timeout(240),
 ]
@@ -262,3 +263,50 @@ def test_the_direct_service_url_works_like_the_proxy(world):
     )
     assert direct.me()["name"] == world.researcher
     assert requests.get(direct.api_url + "/openapi.json", timeout=10).status_code == 200
+
+
+def test_data_upload_list_download_delete(world, tmp_path):
+    c = world.client(organization=world.org)
+    bucket = c.home_bucket()
+    assert bucket == f"{world.org}--u-{world.researcher}"
+    assert c.upload("inputs/hello.txt", b"hello\n")["size"] == 6
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 20000)  # 5 MB, streamed from the file
+    up = c.upload("inputs/big.bin", big)
+    assert up["size"] == big.stat().st_size and up["bucket"] == bucket
+    top = c.ls()  # earlier workflows wrote results/
+    assert "inputs/" in top["folders"] and top["objects"] == []
+    listing = c.ls("inputs/")
+    assert sorted(o["key"] for o in listing["objects"]) == ["inputs/big.bin", "inputs/hello.txt"]
+    everything = [o["key"] for o in c.ls(recursive=True)["objects"]]
+    assert {"inputs/big.bin", "inputs/hello.txt"} <= set(everything)
+    assert not [k for k in everything if k.endswith("/")]
+    assert c.download("inputs/hello.txt") == b"hello\n"
+    saved = c.download("inputs/big.bin", tmp_path / "out")
+    assert saved.read_bytes() == big.read_bytes()
+    assert [p.name for p in (tmp_path / "out").parent.iterdir() if p.name.startswith(".")] == []
+    assert c.bucket_size()["objects"] == len(everything)
+    assert c.delete(["inputs/hello.txt"])["deleted"] == ["inputs/hello.txt"]
+    with pytest.raises(HeroesError) as e:
+        c.download("inputs/hello.txt")
+    assert e.value.status == 404
+    with pytest.raises(HeroesError, match="is not a file"):
+        c.upload("x", tmp_path / "missing.bin")
+    # an organization without an object store says who registers one
+    other = world.client(organization=world.other_org)
+    with pytest.raises(HeroesError, match="has no object store yet") as e:
+        other.buckets()
+    assert e.value.reason == "no_object_store"
+
+
+def test_workflow_outputs_are_downloaded(world, tmp_path):
+    c = world.client(organization=world.org)
+    inst = c.submit("monte-carlo-pi", {"samples": 5000, "label": "to the bucket"}, cluster=CLUSTER)
+    done = c.wait(inst["id"], timeout=120)
+    key = f"results/{inst['id']}/result.json"
+    assert done["jobs"][0]["accounting"]["outputs"] == [key]
+    import json as _json
+
+    result = _json.loads(c.download(key))
+    assert result["label"] == "to the bucket" and result["samples"] == 5000
+    assert 2.5 < result["pi"] < 3.8

@@ -3,7 +3,8 @@
 and a researcher, a second organization the researcher also belongs to, a cluster of the local
 backend (real processes on this machine), and two templates published by the workflow admin: the
 shipped ``templates/monte-carlo-pi.yaml`` and ``run-python``, whose string parameter ``script`` is
-run by ``python3 -c`` (an argument, never shell text) for ``%%heroes submit``.
+run by ``python3 -c`` (an argument, never shell text) for ``%%heroes submit``; optionally the test
+bed's S3 server as the organization's object store.
 """
 
 from __future__ import annotations
@@ -66,10 +67,11 @@ class World:
         return r.json() if r.content else None
 
 
-def build_world(hub: HubTestbed, tag: str, scratch: Path) -> World:
+def build_world(hub: HubTestbed, tag: str, scratch: Path, s3_server: Any = None) -> World:
     """Organizations ``<tag>-lab`` and ``<tag>-aux`` and users ``<tag>-admin`` (org-admin and
     researcher in both), ``<tag>-wf`` (workflow-admin in ``-lab``), ``<tag>-res`` (researcher in
-    both organizations)."""
+    both organizations). With *s3_server* (the test bed's S3 server) ``<tag>-lab`` gets it as its
+    object store: the data API works there and workflow outputs go to the researcher's bucket."""
     w = World(
         hub=hub,
         org=f"{tag}-lab",
@@ -82,6 +84,14 @@ def build_world(hub: HubTestbed, tag: str, scratch: Path) -> World:
         w.tokens[name] = hub.create_user(name)
     for org in (w.org, w.other_org):
         w.ok(PLATFORM_ADMIN, "POST", "/heroes/admin/organizations", {"name": org}, status=201)
+        if s3_server is not None and org == w.org:
+            server = {
+                "endpoint": s3_server.endpoint,
+                "secure": False,
+                "access_key": s3_server.access_key,
+                "secret_key": s3_server.secret_key,
+            }
+            w.ok(PLATFORM_ADMIN, "POST", f"/heroes/admin/organizations/{org}/servers", server, status=201)
         w.ok(
             PLATFORM_ADMIN,
             "POST",

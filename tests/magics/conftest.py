@@ -10,8 +10,8 @@ from client.world import World, build_world
 
 
 @pytest.fixture(scope="session")
-def faces_magics_world(hub, tmp_path_factory) -> World:
-    return build_world(hub, "fm", tmp_path_factory.mktemp("fm-scratch"))
+def faces_magics_world(hub, s3_server, tmp_path_factory) -> World:
+    return build_world(hub, "fm", tmp_path_factory.mktemp("fm-scratch"), s3_server)
 
 
 @pytest.fixture

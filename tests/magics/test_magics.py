@@ -13,6 +13,7 @@ from jupyter_heroes.widgets import InstanceHandle, JobMonitor
 
 pytestmark = [
     pytest.mark.hub,
+    pytest.mark.s3,
     pytest.mark.parametrize("hub", ["sqlite"], indirect=True),
     pytest.mark.timeout(240),
 ]

@@ -12,6 +12,7 @@ from nbclient import NotebookClient
 
 pytestmark = [
     pytest.mark.hub,
+    pytest.mark.s3,
     pytest.mark.parametrize("hub", ["sqlite"], indirect=True),
     pytest.mark.timeout(300),
 ]
