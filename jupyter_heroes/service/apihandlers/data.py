@@ -34,6 +34,7 @@ from tornado.iostream import StreamClosedError
 
 from ... import orm
 from ...crypt import NoEncryptionKey
+from ...data import names
 from ...data.errors import DataError
 from ...data.storage import Storage
 from ...data.tenancy import SCOPE_HOME, SCOPE_MANAGE, DataAccess
@@ -235,8 +236,19 @@ class DataMixin:
                 )
             raise ApiError(e.status, e.message, e.reason) from None
 
-    def required(self: Any, name: str) -> Any:
-        value = self.query_args.get(name)
+    def raw_arg(self: Any, name: str) -> str | None:
+        """A query parameter exactly as sent: tornado's own accessors strip white space and turn
+        control characters into spaces, which would silently change an object key."""
+        values = self.request.query_arguments.get(name)
+        if not values:
+            return None
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, f"query parameter '{name}' is not UTF-8 text", "invalid_field") from None
+
+    def required(self: Any, name: str) -> str:
+        value = self.raw_arg(name)
         if value is None or value == "":
             raise ApiError(400, f"give the query parameter '{name}'", "invalid_field")
         return value
@@ -294,12 +306,15 @@ class BucketAPIHandler(DataHandler):
         them for any user or project of the organization."""
         body = self.body
         kind, owner = body.get("kind", "user"), body.get("owner")
+        if kind == "user":
+            self.audit(names.user_bucket(self.org.name, owner or self.caller_name()), kind=kind)
+        elif owner:
+            self.audit(names.project_bucket(self.org.name, owner), kind=kind)
         if owner is not None:
             self.check_owner(kind, owner)
         access = self.data_access()
         with self.data_errors():
-            name = access.bucket_name(kind, owner)
-            self.audit(name, kind=kind)
+            access.bucket_name(kind, owner)  # the caller's rights on it
             view = await access.create_bucket(kind, owner, exist_ok=bool(body.get("exist_ok")))
         return view.to_json()
 
@@ -402,7 +417,7 @@ class ObjectListAPIHandler(DataHandler):
     async def get(self, bucket: str) -> dict[str, Any]:
         self.path_arg("bucket", bucket, "bucket")
         q = self.query_args
-        prefix = q.get("prefix", "")
+        prefix = self.raw_arg("prefix") or ""
         access = self.data_access()
         with self.data_errors():
             page = await access.list_objects(
@@ -486,6 +501,8 @@ class UploadAPIHandler(DataHandler):
 
     path = "/organization/data/upload"
     _task: asyncio.Task[Any] | None = None
+    _expected: int | None = None  # Content-Length, once checked
+    _received = 0
     #: chunks (tornado reads at most 64 KiB at a time) waiting between the socket and the upload
     queue_depth = 64
 
@@ -542,14 +559,19 @@ class UploadAPIHandler(DataHandler):
         access = self.data_access()
         stack = contextlib.AsyncExitStack()
         with self.data_errors():
-            from ...data.names import validate_key
-
-            validate_key(key)
+            names.validate_key(key)
             await stack.enter_async_context(access.reserve(bucket, size, key=key))
         # the server-wide body limit is for JSON requests; this one streams
         self.request.connection.set_max_body_size(max(size, 1))
         self._task = asyncio.ensure_future(self._upload(stack, access.storage, bucket, key, size, ctype))
         self._task.add_done_callback(self._upload_done)
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        if self.request.method == "POST" and (self._expected is None or self._received < self._expected):
+            # answered before the whole body was read: tornado closes the connection after this
+            # answer, so say so (a proxy must not send the next request on it)
+            self.set_header("Connection", "close")
 
     def _declared_size(self) -> int:
         headers = self.request.headers
@@ -564,6 +586,7 @@ class UploadAPIHandler(DataHandler):
         if not raw.isdigit():
             raise ApiError(400, "Content-Length must be a whole number of bytes", "invalid_field")
         size = int(raw)
+        self._expected = size
         limit = self.heroes.max_upload_size
         if size > limit:
             raise ApiError(
@@ -595,6 +618,7 @@ class UploadAPIHandler(DataHandler):
                 self._queue.get_nowait()
 
     async def data_received(self, chunk: bytes) -> None:
+        self._received += len(chunk)
         task = self._task
         if task is None or task.done() or self._finished:
             return
