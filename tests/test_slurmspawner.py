@@ -1,0 +1,130 @@
+"""Users' notebook servers as Slurm jobs (issue 3 item 10): a real hub with ``use_slurm_spawner`` on the
+test bed's Slurm (this machine is the submit host and the only compute node).
+
+Why the server runs as root here: the hub runs as root and Python lives under ``/root/.pyenv``, which
+other accounts cannot read (``/root`` is mode 700), so a job running as the unprivileged ``heroes``
+account could not start ``jupyterhub-singleuser``. The hub user is therefore named ``root`` (batchspawner
+needs a Unix account of the hub user's name), jobs are submitted through
+``runuser -m -u {username} --`` (``sudo`` is not installed here; production uses ``sudo -E -u``), and
+the server gets ``--allow-root``. The Slurm side is real: sbatch, squeue, scancel, slurmd, srun.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from jupyter_heroes.testing.base import wait_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.hub, pytest.mark.timeout(180)]
+
+USER = "root"
+BIN = Path(sys.executable).parent
+
+EXTRA_CONFIG = """
+from jupyter_heroes.spawners import use_slurm_spawner
+
+use_slurm_spawner(
+    c,
+    partition="debug",
+    runtime="00:10:00",
+    exec_prefix="runuser -m -u {{username}} --",
+    singleuser_cmd=[{singleuser!r}],
+    batchspawner_cmd={wrapper!r},
+    args=["--allow-root"],
+    homedir={homedir!r},
+    start_timeout=60,
+    http_timeout=60,
+    poll_interval=0.5,
+)
+# a token that may start and stop servers and read their state (the test bed's admin token may not)
+c.JupyterHub.services = [*c.JupyterHub.services, {{"name": "slurm-tests", "api_token": {servers_token!r}}}]
+c.JupyterHub.load_roles = [
+    *c.JupyterHub.load_roles,
+    {{"name": "slurm-tests", "services": ["slurm-tests"], "scopes": ["admin:servers", "read:users"]}},
+]
+"""
+
+
+def squeue(job_id: str) -> str:
+    """``STATE USER NAME`` of *job_id* while Slurm still lists it as queued or running, else ``""``."""
+    cp = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T %u %j"], capture_output=True, text=True, timeout=15
+    )
+    return cp.stdout.strip() if cp.returncode == 0 else ""
+
+
+def test_server_runs_as_slurm_job(slurm, hub_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    wrapper = shutil.which("batchspawner-singleuser", path=str(BIN))
+    singleuser = shutil.which("jupyterhub-singleuser", path=str(BIN))
+    assert wrapper and singleuser, f"batchspawner and jupyterhub must be installed in {BIN}"
+    homedir = tmp_path / "home"
+    homedir.mkdir()
+    admin = secrets.token_hex(32)
+    hub = hub_factory(
+        extra_config=EXTRA_CONFIG.format(
+            singleuser=singleuser, wrapper=wrapper, homedir=str(homedir), servers_token=admin
+        )
+    )
+    token = hub.create_user(USER)
+
+    def api(method: str, path: str) -> requests.Response:
+        return hub.hub_api(method, path, token=admin)
+
+    t0 = time.monotonic()
+
+    r = api("POST", f"/users/{USER}/server")
+    assert r.status_code == 202, r.text  # a batch spawn takes longer than the hub's fast-path wait
+    model = api("GET", f"/users/{USER}").json()
+    assert model["pending"] == "spawn", model
+
+    # the hub submitted a job: its id is in the spawner's state, and squeue lists it
+    def job_id() -> str | None:
+        state = api("GET", f"/users/{USER}?include_stopped_servers=1").json()
+        jid = ((state.get("servers") or {}).get("", {}).get("state") or {}).get("job_id")
+        return jid or None
+
+    jid = wait_for(job_id, 30, "the Slurm job id in the spawner's state")
+    assert jid.isdigit()
+    queued = squeue(jid)
+    assert queued.split()[0] in ("PENDING", "CONFIGURING", "RUNNING"), queued
+    assert queued.split()[1:] == [USER, "spawner-jupyterhub"], queued
+
+    def ready() -> bool:
+        m = api("GET", f"/users/{USER}").json()
+        return bool(m["servers"].get("", {}).get("ready"))
+
+    try:
+        wait_for(ready, 75, "the notebook server in the Slurm job")
+    except Exception:
+        logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in homedir.glob("*.log"))
+        pytest.fail(f"server not ready; job {jid}: {squeue(jid)!r}\njob log:\n{logs}\n{hub.log_excerpt(40)}")
+    assert squeue(jid).split()[0] == "RUNNING"
+
+    # reachable through the proxy with the user's own token
+    r = requests.get(
+        f"{hub.url}/user/{USER}/api/status", headers={"Authorization": f"token {token}"}, timeout=30
+    )
+    assert r.status_code == 200, r.text[:500]
+    assert "started" in r.json()
+    # the server reported its port through batchspawner's hub API handler (patched registration)
+    server = api("GET", f"/users/{USER}").json()["servers"][""]
+    assert server["url"] == f"/user/{USER}/"
+
+    # stop: the hub cancels the job and Slurm no longer lists it
+    r = api("DELETE", f"/users/{USER}/server")
+    assert r.status_code in (202, 204), r.text
+    wait_for(lambda: squeue(jid) == "", 30, f"Slurm job {jid} to end")
+    wait_for(lambda: not api("GET", f"/users/{USER}").json()["servers"], 30, "the hub to drop the server")
+    sacct = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", jid, "-o", "State"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    assert sacct.startswith("CANCELLED"), sacct
+    assert time.monotonic() - t0 < 90
