@@ -10,6 +10,8 @@ Load with ``%load_ext jupyter_heroes``, then::
     %heroes wait ID                                     # block until it is done
     %heroes logs ID --step estimate --err               # the end of a step's stderr
     %heroes cancel ID
+    %heroes data ls results/                            # your bucket (DataFrame)
+    %heroes data put local.csv inputs/local.csv         # upload; get KEY [DEST]; rm KEY ...; buckets
     %heroes budget                                      # budgets, or your own usage
     %heroes me                                          # who you are, in which organizations
 
@@ -134,6 +136,7 @@ class HeroesMagics(Magics):
         "wait": "_wait",
         "cancel": "_cancel",
         "logs": "_logs",
+        "data": "_data",
         "budget": "_budget",
         "me": "_me",
     }
@@ -306,6 +309,61 @@ class HeroesMagics(Magics):
             args.id, args.step, stream="err" if args.err else "out", task=args.task
         )
         return LogText(answer.get("text", ""))
+
+    @magic_arguments("heroes data")
+    @argument("action", choices=["ls", "get", "put", "rm", "buckets"], help="what to do")
+    @argument("paths", nargs="*", help="ls [PREFIX] | get KEY [DEST] | put LOCAL [KEY] | rm KEY ...")
+    @argument("--bucket", default=None, help="a bucket from '%%%%heroes data buckets' (default: your own)")
+    @argument("-r", "--recursive", action="store_true", help="ls: every key under the prefix")
+    @_common
+    def _data(self, args: argparse.Namespace, cell: str | None = None) -> Any:
+        """Your files in the organization's object store: ls, get, put, rm, buckets."""
+        import os
+        from pathlib import Path
+
+        import pandas as pd
+
+        client = self._client_for(args)
+        paths = list(args.paths)
+        if args.action == "buckets":
+            return pd.DataFrame(client.buckets(), columns=["name", "kind", "owner", "mine", "created"])
+        if args.action == "ls":
+            if len(paths) > 1:
+                raise UsageError("%heroes data ls takes one prefix, e.g. %heroes data ls results/")
+            listing = client.ls(paths[0] if paths else "", args.bucket, recursive=args.recursive)
+            rows = [
+                {"key": f, "size": None, "last_modified": None, "is_folder": True} for f in listing["folders"]
+            ] + [
+                {
+                    "key": o["key"],
+                    "size": o.get("size"),
+                    "last_modified": o.get("last_modified"),
+                    "is_folder": bool(o.get("is_folder")),
+                }
+                for o in listing["objects"]
+            ]
+            return pd.DataFrame(rows, columns=["key", "size", "last_modified", "is_folder"])
+        if args.action == "get":
+            if not 1 <= len(paths) <= 2:
+                raise UsageError(
+                    "%heroes data get KEY [DEST], e.g. %heroes data get results/ID/result.json ."
+                )
+            key = paths[0]
+            dest = Path(paths[1]) if len(paths) == 2 else Path(key.rstrip("/").rsplit("/", 1)[-1])
+            return client.download(key, dest, args.bucket)
+        if args.action == "put":
+            if not 1 <= len(paths) <= 2:
+                raise UsageError(
+                    "%heroes data put LOCAL [KEY], e.g. %heroes data put data.csv inputs/data.csv"
+                )
+            local = paths[0]
+            key = paths[1] if len(paths) == 2 else os.path.basename(local)
+            if key.endswith("/"):
+                key += os.path.basename(local)
+            return client.upload(key, local, args.bucket)
+        if not paths:
+            raise UsageError("%heroes data rm KEY [KEY ...], e.g. %heroes data rm inputs/old.csv")
+        return client.delete(paths, args.bucket)
 
     @magic_arguments("heroes budget")
     @argument("--period", default="month", choices=["day", "month", "year"], help="usage per period")

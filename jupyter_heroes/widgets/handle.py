@@ -5,6 +5,8 @@ plain text elsewhere)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from ..client import FINAL_STATES, HeroesClient, HeroesError
@@ -44,6 +46,20 @@ class InstanceHandle:
     def outputs(self) -> list[str]:
         """Object keys the steps wrote back to your storage (known once they finished)."""
         return [o for j in self.jobs for o in (j.get("accounting") or {}).get("outputs", [])]
+
+    def download_outputs(self, dest: str | os.PathLike[str] = ".") -> list[Path]:
+        """Copy every output from your storage into the directory *dest* (keeping the paths under
+        ``results/<id>/``); the local paths."""
+        prefix = f"results/{self.id}/"
+        root = Path(dest).resolve()
+        out = []
+        for key in self.outputs:
+            rel = key[len(prefix) :] if key.startswith(prefix) else key.rsplit("/", 1)[-1]
+            target = (root / rel).resolve()
+            if root not in target.parents:
+                raise HeroesError(f"output {key!r} would land outside {root}; not downloaded", "invalid_key")
+            out.append(self.client.download(key, target))
+        return out
 
     def wait(self, timeout: float = 3600.0) -> InstanceHandle:
         """Block until the workflow is completed, failed or cancelled; returns self."""

@@ -44,6 +44,18 @@ LOG_STYLE = (
 )
 
 
+def _size(n: int) -> str:
+    """Bytes for people: 512 B, 40.1 kB, 3.2 MB."""
+    if n < 1000:
+        return f"{n} B"
+    x, unit = n / 1000, "kB"
+    for bigger in ("MB", "GB"):
+        if x < 1000:
+            break
+        x, unit = x / 1000, bigger
+    return f"{x:.1f} {unit}"
+
+
 def badge(state: str) -> str:
     colour = STATE_COLOURS.get(state, "#757575")
     return (
@@ -98,6 +110,9 @@ class JobMonitor(w.VBox):
         self.log_button.on_click(lambda _b: self.show_log())
         self.log_view = w.HTML()
         self.log_view.add_class("heroes-log")
+        self.staging: dict[tuple[str, str], dict[str, Any]] = {}
+        self.staging_view = w.HTML()
+        self.staging_view.add_class("heroes-staging")
         self.outputs_view = w.HTML()
         self.outputs_view.add_class("heroes-outputs")
         self.message = w.HTML()
@@ -109,6 +124,7 @@ class JobMonitor(w.VBox):
                 w.HBox([self.cancel_button, self.refresh_button]),
                 w.HBox([self.log_step, self.log_stream, self.log_button]),
                 self.log_view,
+                self.staging_view,
                 self.outputs_view,
                 self.message,
             ],
@@ -199,6 +215,9 @@ class JobMonitor(w.VBox):
                 self._render_steps()
                 if job.get("state") in FINAL_JOB_STATES and self.log_step.value == job["step"]:
                     self._tail_quietly()
+            elif kind == "staging" and ev.get("file"):
+                self.staging[(str(ev.get("direction", "")), str(ev["file"]))] = dict(ev)
+                self._render_staging()
             elif kind == "instance" and ev.get("state"):
                 self.state = str(ev["state"])
                 self._render_title()
@@ -322,6 +341,19 @@ class JobMonitor(w.VBox):
             self.steps_box.children = (w.HTML(html),)
         else:
             self.steps_box.children[0].value = html
+
+    def _render_staging(self) -> None:
+        rows = []
+        for (direction, name), ev in self.staging.items():
+            what = "input" if direction == "in" else "output"
+            done, total = int(ev.get("bytes_done") or 0), int(ev.get("bytes_total") or 0)
+            amount = f" {_size(done)} of {_size(total)}" if total else ""
+            note = f": {ev['message']}" if ev.get("message") else ""
+            rows.append(
+                f"<li data-state='{_esc(str(ev.get('state', '')))}'>{what} <code>{_esc(name)}</code> "
+                f"{_esc(str(ev.get('state', '')))}{_esc(amount)}{_esc(note)}</li>"
+            )
+        self.staging_view.value = f"<b>Files</b><ul style='margin:2px 0'>{''.join(rows)}</ul>" if rows else ""
 
     def _render_outputs(self) -> None:
         if not self.outputs:

@@ -221,3 +221,38 @@ def test_without_a_service_url_the_error_says_what_to_set(shell, monkeypatch):
     shell.magics_manager.registry["HeroesMagics"].client = None
     with pytest.raises(UsageError, match=r"Set \$HEROES_SERVICE_URL to https://<hub>/services/heroes/"):
         run(shell, "templates")
+
+
+def test_data_put_ls_get_rm(shell, kernel_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    local = tmp_path / "src" / "table.csv"
+    local.write_text("a,b\n1,2\n")
+    up = run(shell, f"data put {local} inputs/")
+    assert up["key"] == "inputs/table.csv" and up["size"] == 8
+    buckets = run(shell, "data buckets")
+    assert list(buckets.columns) == ["name", "kind", "owner", "mine", "created"]
+    assert f"{kernel_env.org}--u-{kernel_env.researcher}" in set(buckets["name"])
+    top = run(shell, "data ls")
+    assert list(top.columns) == ["key", "size", "last_modified", "is_folder"]
+    assert "inputs/" in set(top["key"])
+    inside = run(shell, "data ls inputs/")
+    assert inside.set_index("key").loc["inputs/table.csv", "size"] == 8
+    got = run(shell, "data get inputs/table.csv copy.csv")
+    assert got == Path("copy.csv") and (tmp_path / "copy.csv").read_text() == "a,b\n1,2\n"
+    assert run(shell, "data get inputs/table.csv") == Path("table.csv")
+    assert run(shell, "data rm inputs/table.csv")["deleted"] == ["inputs/table.csv"]
+    assert "inputs/table.csv" not in set(run(shell, "data ls -r")["key"])
+    with pytest.raises(
+        UsageError,
+        match=f"object 'inputs/table.csv' in bucket {kernel_env.org}--u-{kernel_env.researcher} does not exist",
+    ):
+        run(shell, "data get inputs/table.csv")
+    with pytest.raises(UsageError, match=r"%heroes data get KEY \[DEST\]"):
+        run(shell, "data get a b c")
+    with pytest.raises(UsageError, match=r"%heroes data rm KEY"):
+        run(shell, "data rm")
+    with pytest.raises(UsageError, match=r"argument action: invalid choice: 'cp'"):
+        run(shell, "data cp a b")
+    with pytest.raises(UsageError, match=f"organization {kernel_env.other_org} has no object store yet"):
+        run(shell, f"data ls --org {kernel_env.other_org}")

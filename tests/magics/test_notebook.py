@@ -32,6 +32,9 @@ print("RESULT " + json.dumps({
     "pi": pi,
     "cluster": cluster,
     "ranking": None if ranking is None else list(ranking.columns),
+    "files": [str(f) for f in files],
+    "result": result,
+    "listing": None if listing is None else list(listing["key"]),
 }))
 """
 
@@ -69,6 +72,12 @@ def test_walkthrough_runs_end_to_end(kernel_env, monkeypatch, tmp_path):
     assert result["outputs"] == [f"results/{result['id']}/result.json"]
     assert abs(result["pi"] - 3.14159) < 0.05
     assert result["cluster"] == "local"
+    # the output came back from the researcher's bucket into the notebook's directory
+    key = f"results/{result['id']}/result.json"
+    assert result["files"] == [str(tmp_path / "results" / result["id"] / "result.json")]
+    assert result["result"]["label"] == "walkthrough" and result["result"]["samples"] == 200000
+    assert result["result"]["pi"] == pytest.approx(result["pi"], abs=1e-4)
+    assert result["listing"] == [key]
     # the submission cell's output is the live monitor widget
     submit_outputs = cell(nb, "submit")["outputs"]
     assert any(WIDGET_VIEW in o.get("data", {}) for o in submit_outputs), submit_outputs

@@ -14,6 +14,7 @@ from jupyter_heroes.widgets import JobMonitor, SubmissionWidget
 
 pytestmark = [
     pytest.mark.hub,
+    pytest.mark.s3,
     pytest.mark.parametrize("hub", ["sqlite"], indirect=True),
     pytest.mark.timeout(240),
 ]
@@ -76,6 +77,10 @@ def test_researcher_fills_the_form_submits_and_watches(world):
         assert mon.cancel_button.disabled
         assert "pi ~" in mon.log_view.value
         assert f"results/{inst['id']}/result.json" in mon.outputs_view.value
+        # the output's copy to the researcher's bucket, from the stream's staging events
+        staged = [e for e in mon.events if e["type"] == "staging"]
+        assert staged and {e["file"] for e in staged} == {"result.json"}
+        assert "output <code>result.json</code> done" in mon.staging_view.value
         # the events came from the stream (a snapshot, then job and instance events)
         assert mon.events[0]["type"] == "snapshot"
         assert {"job", "instance"} <= {e["type"] for e in mon.events} or mon.events[0]["state"] == "completed"
