@@ -26,6 +26,7 @@ What is patched here, relative to batchspawner 1.3.0 (see ``docs/admin/slurm-spa
 
 from __future__ import annotations
 
+import pwd
 import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -42,7 +43,7 @@ def ensure_api_handler() -> None:
     JupyterHub (5 and 6) reads that list once, in ``JupyterHub.init_handlers``, after the config file
     ran. Idempotent.
     """
-    import batchspawner.api  # noqa: F401  (side effect: the handler is appended)
+    import batchspawner.api  # side effect: the handler is appended
     from jupyterhub import apihandlers
 
     if not any(h[0] == API_PATH for h in apihandlers.default_handlers):
@@ -77,9 +78,7 @@ echo "jupyterhub-singleuser ended gracefully"
 
 def _spawner_class() -> type:
     from batchspawner import SlurmSpawner
-    from jupyterhub.utils import maybe_future  # noqa: F401  (fails early on a broken jupyterhub)
-
-    from traitlets import Unicode
+    from traitlets import Unicode, default
 
     class HeroesSlurmSpawner(SlurmSpawner):  # type: ignore[misc,valid-type]
         """batchspawner's ``SlurmSpawner`` with clearer errors (see :mod:`jupyter_heroes.spawners`)."""
@@ -90,6 +89,21 @@ def _spawner_class() -> type:
             "(``{{partition}}``, ``{{account}}``, ``{{qos}}``, ...) and ``{{cmd}}`` is the server command. "
             "batchspawner 1.3.0's own template ignores ``req_account`` and ``req_qos``; this one passes them.",
         ).tag(config=True)
+
+        # batchspawner 1.3.0's req_homedir is not configurable (no config tag): make it so
+        req_homedir = Unicode(
+            help="The job's working directory and where its log ``jupyterhub_slurmspawner_<jobid>.log`` "
+            "goes; ``{username}`` is replaced. Default: the user's home directory from ``getpwnam`` on the hub.",
+        ).tag(config=True)
+
+        @default("req_homedir")
+        def _default_homedir(self) -> str:
+            return pwd.getpwnam(self.user.name).pw_dir
+
+        def get_req_subvars(self) -> dict[str, Any]:
+            subvars = super().get_req_subvars()
+            subvars["homedir"] = str(subvars.get("homedir") or "").replace("{username}", self.user.name)
+            return subvars
 
         async def submit_batch_script(self) -> str:
             try:

@@ -39,7 +39,7 @@ use_slurm_spawner(
     singleuser_cmd=[{singleuser!r}],
     batchspawner_cmd={wrapper!r},
     args=["--allow-root"],
-    homedir={homedir!r},
+    homedir={homes!r} + "/{{username}}",
     start_timeout=60,
     http_timeout=60,
     poll_interval=0.5,
@@ -65,12 +65,12 @@ def test_server_runs_as_slurm_job(slurm, hub_factory, tmp_path) -> None:  # type
     wrapper = shutil.which("batchspawner-singleuser", path=str(BIN))
     singleuser = shutil.which("jupyterhub-singleuser", path=str(BIN))
     assert wrapper and singleuser, f"batchspawner and jupyterhub must be installed in {BIN}"
-    homedir = tmp_path / "home"
-    homedir.mkdir()
+    homedir = tmp_path / "home" / USER
+    homedir.mkdir(parents=True)
     admin = secrets.token_hex(32)
     hub = hub_factory(
         extra_config=EXTRA_CONFIG.format(
-            singleuser=singleuser, wrapper=wrapper, homedir=str(homedir), servers_token=admin
+            singleuser=singleuser, wrapper=wrapper, homes=str(homedir.parent), servers_token=admin
         )
     )
     token = hub.create_user(USER)
@@ -114,6 +114,8 @@ def test_server_runs_as_slurm_job(slurm, hub_factory, tmp_path) -> None:  # type
     )
     assert r.status_code == 200, r.text[:500]
     assert "started" in r.json()
+    # the job ran in the configured directory ({username} expanded) and logs there
+    assert (homedir / f"jupyterhub_slurmspawner_{jid}.log").exists(), sorted(homedir.iterdir())
     # the server reported its port through batchspawner's hub API handler (patched registration)
     server = api("GET", f"/users/{USER}").json()["servers"][""]
     assert server["url"] == f"/user/{USER}/"
