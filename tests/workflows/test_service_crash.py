@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import random
 import signal
@@ -156,3 +157,69 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(hub_factory, slur
     assert {s: ids for s, ids in found.items() if len(ids) != 1} == {}, (seed, "submitted twice or lost")
     assert {s: ids[0] for s, ids in found.items()} == {s: j["job_id"] for s, j in jobs.items()}
     assert kills == 4
+
+
+def test_compliance_check_of_the_test_bed_cluster_item_by_item(hub_factory, slurm_cluster):
+    """Enrolment, then POST .../cluster/{id}/check against the real Slurm over SSH; a wrong pinned
+    host key makes the check fail with a message saying so."""
+    hub = hub_factory()
+    admin = hub.create_user(PLATFORM_ADMIN)
+    user = hub.create_user("check-admin")
+    ok(hub, admin, "POST", "/heroes/admin/organizations", {"name": "checkco"}, status=201)
+    ok(
+        hub,
+        admin,
+        "POST",
+        "/organization/admin/users",
+        {"username": "check-admin", "roles": ["org-admin"]},
+        status=201,
+        org="checkco",
+    )
+    ssh = slurm_cluster.ssh
+    body = {
+        "host": ssh.host,
+        "port": ssh.port,
+        "username": ssh.username,
+        "private_key": ssh.private_key,
+        "scratch_root": f"{ssh.scratch_root}/check",
+        "queues": [{"name": "debug"}],
+    }
+    good = ok(
+        hub,
+        user,
+        "POST",
+        "/organization/admin/cluster",
+        {**body, "name": "good", "host_key": ssh.host_key},
+        status=201,
+    )
+    report = ok(hub, user, "POST", f"/organization/admin/cluster/{good['id']}/check")
+    items = {i["name"]: i for i in report["items"]}
+    assert report["compliant"] is True, report
+    for name in ("sbatch present", "squeue present", "sacct present", "scancel present", "Slurm version"):
+        assert items[name]["status"] == "ok", items
+    assert any("container" in n.lower() or "apptainer" in n.lower() for n in items), items
+    assert any("scratch" in n.lower() for n in items), items
+    # a host key that is not the server's: refused, and the report says why
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    other = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    bad = ok(
+        hub,
+        user,
+        "POST",
+        "/organization/admin/cluster",
+        {**body, "name": "spoofed", "host_key": other},
+        status=201,
+    )
+    report = ok(hub, user, "POST", f"/organization/admin/cluster/{bad['id']}/check")
+    assert report["compliant"] is False
+    assert "host key" in json.dumps(report).lower(), report
+    # another organization's admin cannot run it: 404
+    r = hub.api("POST", f"/organization/admin/cluster/{good['id']}/check", admin, org="heroes")
+    assert r.status_code == 404, r.text

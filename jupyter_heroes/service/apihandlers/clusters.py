@@ -180,4 +180,60 @@ class ClusterAPIHandler(APIHandler):
         return None
 
 
-default_handlers = routes(ClusterListAPIHandler, ClusterAPIHandler)
+CHECK_ITEM = schemas.obj(
+    {
+        "name": {"type": "string"},
+        "status": {"type": "string", "enum": ["ok", "warn", "fail"]},
+        "detail": {"type": "string"},
+    },
+    ("name", "status"),
+)
+CHECK = schemas.obj(
+    {
+        "cluster": {"type": "string"},
+        "compliant": {"type": "boolean", "description": "no item failed"},
+        "items": schemas.array(CHECK_ITEM),
+    },
+    ("cluster", "compliant", "items"),
+)
+
+
+class ClusterCheckAPIHandler(APIHandler):
+    path = "/organization/admin/cluster/{cluster_id}/check"
+    tag = "Organization admin"
+    path_params = ClusterAPIHandler.path_params
+    find = ClusterAPIHandler.find
+
+    @endpoint(
+        summary="Run the compliance check of a cluster (D3.1 4.2.5.1), item by item",
+        scope=SCOPE,
+        response=CHECK,
+        action="cluster.check",
+        errors=(503,),
+    )
+    async def post(self, cluster_id: str) -> dict[str, Any]:
+        """Connects with the pinned host key and the service account, then checks item by item: a POSIX
+        login shell, sbatch/squeue/sacct/scancel/sinfo present, the Slurm version, the partitions
+        visible, the scratch directory writable from a compute node (a tiny job), and a container
+        runtime (apptainer or singularity) present or not. Takes up to a few minutes."""
+        c = self.find(cluster_id)
+        self.audit(f"{c.id}", name=c.name)
+        name = c.name
+        self.db.commit()
+        try:
+            _, scheduler = self.heroes.workflows.backends.get(c)
+        except Exception as e:  # a stored key that cannot be decrypted, an unknown backend
+            raise ApiError(
+                409,
+                f"cluster {name} cannot be reached with its stored settings: {e}",
+                "cluster_misconfigured",
+            ) from None
+        items = await scheduler.check()
+        return {
+            "cluster": name,
+            "compliant": all(i.ok for i in items),
+            "items": [{"name": i.name, "status": i.status, "detail": i.detail} for i in items],
+        }
+
+
+default_handlers = routes(ClusterListAPIHandler, ClusterAPIHandler, ClusterCheckAPIHandler)
