@@ -20,12 +20,17 @@ What is patched here, relative to batchspawner 1.3.0 (see ``docs/admin/slurm-spa
 * the ``/hub/api/batchspawner`` handler is registered by importing ``batchspawner`` (it appends itself
   to ``jupyterhub.apihandlers.default_handlers``); :func:`ensure_api_handler` makes sure that happened
   before the hub builds its handlers, whatever order the config imports things in;
+* batchspawner's debug log line with the job's environment (which holds the server's API token) is
+  dropped;
+* ``req_homedir`` (the job's directory and log location) is configurable, with ``{username}``;
+* the batch script passes ``req_account`` and ``req_qos`` (1.3.0's template ignores them);
 * a failed ``sbatch`` gives the user a message saying what failed instead of a bare ``RuntimeError``
   carrying sbatch's stderr, and the job id must be a number.
 """
 
 from __future__ import annotations
 
+import logging
 import pwd
 import shlex
 from collections.abc import Iterable, Mapping
@@ -76,6 +81,19 @@ echo "jupyterhub-singleuser ended gracefully"
 """
 
 
+class _DropEnvLog(logging.Filter):
+    """batchspawner 1.3.0 logs the job's whole environment at debug level, the server's API token included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Spawner submitting environment")
+
+
+def _hide_env_log(log: Any) -> None:
+    target = getattr(log, "logger", log)  # a LoggerAdapter or a Logger
+    if isinstance(target, logging.Logger) and not any(isinstance(f, _DropEnvLog) for f in target.filters):
+        target.addFilter(_DropEnvLog())
+
+
 def _spawner_class() -> type:
     from batchspawner import SlurmSpawner
     from traitlets import Unicode, default
@@ -106,6 +124,7 @@ def _spawner_class() -> type:
             return subvars
 
         async def submit_batch_script(self) -> str:
+            _hide_env_log(self.log)
             try:
                 job_id = await super().submit_batch_script()
             except RuntimeError as e:

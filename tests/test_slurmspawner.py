@@ -23,8 +23,6 @@ import requests
 
 from jupyter_heroes.testing.base import wait_for
 
-pytestmark = [pytest.mark.slurm, pytest.mark.hub, pytest.mark.timeout(180)]
-
 USER = "root"
 BIN = Path(sys.executable).parent
 
@@ -61,6 +59,9 @@ def squeue(job_id: str) -> str:
     return cp.stdout.strip() if cp.returncode == 0 else ""
 
 
+@pytest.mark.slurm
+@pytest.mark.hub
+@pytest.mark.timeout(180)
 def test_server_runs_as_slurm_job(slurm, hub_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     wrapper = shutil.which("batchspawner-singleuser", path=str(BIN))
     singleuser = shutil.which("jupyterhub-singleuser", path=str(BIN))
@@ -130,3 +131,57 @@ def test_server_runs_as_slurm_job(slurm, hub_factory, tmp_path) -> None:  # type
     ).stdout.strip()
     assert sacct.startswith("CANCELLED"), sacct
     assert time.monotonic() - t0 < 90
+
+
+@pytest.mark.timeout(30)
+def test_use_slurm_spawner_config_and_script() -> None:
+    """Pure: the options land in the config and the rendered batch script (no Slurm, no hub)."""
+    from batchspawner.batchspawner import format_template
+    from jupyterhub import apihandlers
+    from traitlets.config import Config
+
+    from jupyter_heroes.spawners import API_PATH, use_slurm_spawner
+
+    c = Config()
+    c.Spawner.environment = {"HEROES_SERVICE_URL": "http://127.0.0.1:10101/services/heroes/"}
+    cls = use_slurm_spawner(
+        c, partition="gpu", account="proj1", qos="short", memory="4G", nprocs=2, environment={"A": "1"}
+    )
+    assert c.JupyterHub.spawner_class is cls
+    assert c.SlurmSpawner.exec_prefix == "sudo -E -u {username}"
+    assert c.SlurmSpawner.cmd == ["jupyterhub-singleuser"]
+    assert c.Spawner.environment == {
+        "HEROES_SERVICE_URL": "http://127.0.0.1:10101/services/heroes/",
+        "A": "1",
+    }
+    assert any(h[0] == API_PATH for h in apihandlers.default_handlers)
+    script = format_template(
+        cls.class_traits()["batch_script"].default_value,
+        homedir="/home/u",
+        keepvars="PATH",
+        partition="gpu",
+        account="proj1",
+        qos="short",
+        runtime="8:00:00",
+        memory="4G",
+        nprocs="2",
+        gres="",
+        reservation="",
+        options="",
+        prologue="module load python",
+        epilogue="",
+        srun="srun",
+        cmd="batchspawner-singleuser jupyterhub-singleuser",
+    )
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj1",
+        "#SBATCH --qos=short",
+        "#SBATCH --mem=4G",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --chdir=/home/u",
+        "module load python",
+        "srun batchspawner-singleuser jupyterhub-singleuser",
+    ):
+        assert line in script.splitlines(), (line, script)
+    assert "--gres" not in script
