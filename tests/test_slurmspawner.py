@@ -185,3 +185,22 @@ def test_use_slurm_spawner_config_and_script() -> None:
     ):
         assert line in script.splitlines(), (line, script)
     assert "--gres" not in script
+
+
+@pytest.mark.timeout(30)
+def test_hub_config_snippet(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``hub_config/slurmspawner.py`` loads through ``load_subconfig`` and reads its environment."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    snippet = Path(__file__).resolve().parents[1] / "hub_config" / "slurmspawner.py"
+    (tmp_path / "slurmspawner.py").write_text(snippet.read_text())
+    (tmp_path / "jupyterhub_config.py").write_text('c = get_config()\nload_subconfig("slurmspawner.py")\n')
+    monkeypatch.setenv("HEROES_SLURM_PARTITION", "interactive")
+    monkeypatch.setenv("HEROES_SLURM_CPUS", "4")
+    monkeypatch.setenv("HEROES_SLURM_EXEC_PREFIX", "runuser -m -u {username} --")
+    c = PyFileConfigLoader("jupyterhub_config.py", path=str(tmp_path)).load_config()
+    assert c.SlurmSpawner.req_partition == "interactive"
+    assert c.SlurmSpawner.req_nprocs == "4"
+    assert c.SlurmSpawner.req_runtime == "8:00:00"
+    assert c.SlurmSpawner.exec_prefix == "runuser -m -u {username} --"
+    assert c.JupyterHub.spawner_class.__name__ == "HeroesSlurmSpawner"
