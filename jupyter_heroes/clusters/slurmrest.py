@@ -328,10 +328,13 @@ class SlurmRestScheduler(Scheduler):
 
     def _raise_auth_if(self, data: dict[str, Any]) -> None:
         """slurmrestd forwards the token to slurmctld; a token the controller rejects comes back as
-        an HTTP 500 with an 'Unspecified error' (error_number -1) or an authentication error."""
+        an HTTP 500: 'Unspecified error' (error_number -1) when listing jobs, 'Zero Bytes were
+        transmitted or received' (slurmctld hangs up) when submitting, or an authentication error.
+        (A controller that is down gives 'Unable to contact slurm controller' instead.)"""
         for e in _errors(data):
             text = f"{e.get('error', '')} {e.get('description', '')}".lower()
-            if e.get("error_number") in (-1, 1007) or "authentication" in text:
+            number = e.get("error_number", e.get("error_code"))
+            if number in (-1, 1007) or "authentication" in text or "zero bytes were transmitted" in text:
                 raise SchedulerError(
                     f"slurmrestd at {self.url} could not act with this token ({_error_text(data)}); "
                     "the token is probably invalid or signed with another key: check "

@@ -2,10 +2,12 @@
 Slurm 22.05 (slurmctld, slurmd, slurmdbd on MariaDB). The token comes from ``scontrol token`` run as
 the unprivileged ``heroes`` account over the test bed's real sshd, like on a real cluster."""
 
+import asyncio
 import base64
 import json
 import re
 import secrets
+import time
 
 import pytest
 
@@ -76,7 +78,17 @@ async def test_submit_poll_output_and_exit_code_3(rest, ssh, workdir):
     assert "status 3" in st[bad].reason
     # the job ran as heroes in its workdir, with its environment and argv intact
     assert (await ssh.read_bytes(out)).decode() == "it's $HOME|a b;$(x)"
-    acct = await rest.accounting([bad, ok])
+    # slurmdbd records a job in steps (first "allocation" without its partition): wait for the end record
+    deadline = time.monotonic() + 30
+    while True:
+        acct = await rest.accounting([bad, ok])
+        if (
+            all(a.partition and a.end for a in acct.values())
+            and len(acct) == 2
+            or time.monotonic() > deadline
+        ):
+            break
+        await asyncio.sleep(0.5)
     assert acct[bad].state is JobState.FAILED and acct[bad].exit_code == 3
     assert acct[ok].state is JobState.COMPLETED and acct[ok].exit_code == 0
     assert acct[ok].alloc_cpus == 1 and acct[ok].partition == "debug"
