@@ -776,3 +776,64 @@ def test_zz_no_secret_in_answers_or_logs(data: Data) -> None:
             assert value not in content, f"{name} in {log.name}"
     lines = [json.loads(ln) for ln in data.hub.service_log.read_text().splitlines() if ln.startswith("{")]
     assert any("object store of organization" in d["message"] for d in lines)
+
+
+def test_curl_as_the_docs_show(data: Data, tmp_path: Path) -> None:
+    """The commands of docs/api.md and docs/user/data.md, with curl (which sends Expect:
+    100-continue for larger bodies)."""
+    import subprocess
+
+    bucket = data.ensure("alice")
+    src = tmp_path / "mesh.dat"
+    src.write_bytes(os.urandom(3 * MiB + 1))
+    api = data.hub.api_url
+    auth = ["-H", f"Authorization: token {data.tokens['alice']}", "-H", f"X-Heroes-Organization: {ORG}"]
+    up = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            *auth,
+            "-X",
+            "POST",
+            "-T",
+            str(src),
+            f"{api}/organization/data/upload?bucket={bucket}&key=inputs/mesh.dat",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout)["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    out = tmp_path / "back.dat"
+    down = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            *auth,
+            "-o",
+            str(out),
+            f"{api}/organization/data/download?bucket={bucket}&key=inputs/mesh.dat",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert down.returncode == 0, down.stderr
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_docs_describe_every_data_endpoint() -> None:
+    from jupyter_heroes.service.openapi import endpoints
+
+    root = Path(__file__).resolve().parents[2]
+    page = (root / "docs" / "api.md").read_text()
+    ops = [(path, m) for path, h, m, _ in endpoints() if h.__module__.endswith("apihandlers.data")]
+    assert len(ops) == 10
+    for path, method in ops:
+        row = next((ln for ln in page.splitlines() if f"`{path}`" in ln), None)
+        assert row is not None and method.upper() in row, (method, path)
+    for action in ("data.upload", "data.presign", "data.bucket.delete", "data.objects.delete"):
+        assert f"`{action}`" in page
+    user = (root / "docs" / "user" / "data.md").read_text()
+    for needle in ("--u-", "--p-", "presign", "results/<instance id>/", "quota", "`staging` events"):
+        assert needle in user, needle
