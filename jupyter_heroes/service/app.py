@@ -234,6 +234,8 @@ class HeroesService(Application):
         from ..workflows.s3staging import OrgStores
 
         self.quota_policy = QuotaPolicy(parent=self)
+        for name in self.quota_policy.org_quotas:  # a bad entry fails at start, naming the setting
+            self.quota_policy.quotas_for(name)
         self.org_stores = OrgStores(self.db_factory, self.secrets.decrypt, self.quota_policy, parent=self)
 
     def init_workflows(self) -> None:

@@ -762,6 +762,26 @@ def test_openapi_documents_the_d36_data_api(data: Data) -> None:
             assert op["x-heroes-audit-action"].startswith("data."), (method, path)
 
 
+def test_an_unreachable_store_is_a_clear_transient_error(data: Data) -> None:
+    """An organization whose registered server does not answer (nothing listens on its port)."""
+    from jupyter_heroes.testing.base import free_port
+
+    org = f"ddown-{SUFFIX}"
+    dead = {
+        "endpoint": f"127.0.0.1:{free_port()}",
+        "secure": False,
+        "access_key": "a",
+        "secret_key": "s3-down-secret",
+    }
+    data.ok(PLATFORM_ADMIN, "POST", "/heroes/admin/organizations", {"name": org}, status=201, org=None)
+    data.ok(PLATFORM_ADMIN, "POST", f"/heroes/admin/organizations/{org}/servers", dead, status=201, org=None)
+    e = data.err(data.call(PLATFORM_ADMIN, "GET", "/organization/data/list", org=org), 503, "unavailable")
+    assert "cannot reach the object store" in e["message"] and "try again" in e["message"]
+    status, body = data.upload(PLATFORM_ADMIN, f"{org}--u-{PLATFORM_ADMIN}", "x.txt", b"x", org=org)
+    assert status == 503 and body["reason"] == "unavailable", body
+    assert "s3-down-secret" not in data.hub.service_log.read_text()
+
+
 def test_zz_no_secret_in_answers_or_logs(data: Data) -> None:
     """After everything above: the S3 secret key and the users' tokens appear in no answer and no log
     line (presigned URLs carry a signature, never the key)."""

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from sqlalchemy import select
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from ... import orm
@@ -488,7 +489,9 @@ class DownloadAPIHandler(DataHandler):
                 e.message,
                 extra=ecs("data.download", "failure", organization=self.org.name, reason=e.reason),
             )
-            self.request.connection.close()  # short of Content-Length: the client sees the failure
+            conn = self.request.connection
+            if isinstance(conn, HTTP1Connection):
+                conn.close()  # short of Content-Length: the client sees the failure
             return
         self.finish()
 
@@ -562,7 +565,9 @@ class UploadAPIHandler(DataHandler):
             names.validate_key(key)
             await stack.enter_async_context(access.reserve(bucket, size, key=key))
         # the server-wide body limit is for JSON requests; this one streams
-        self.request.connection.set_max_body_size(max(size, 1))
+        conn = self.request.connection
+        if isinstance(conn, HTTP1Connection):
+            conn.set_max_body_size(max(size, 1))
         self._task = asyncio.ensure_future(self._upload(stack, access.storage, bucket, key, size, ctype))
         self._task.add_done_callback(self._upload_done)
 
