@@ -24,6 +24,8 @@ What is patched here, relative to batchspawner 1.3.0 (see ``docs/admin/slurm-spa
   dropped;
 * ``req_homedir`` (the job's directory and log location) is configurable, with ``{username}``;
 * the batch script passes ``req_account`` and ``req_qos`` (1.3.0's template ignores them);
+* user options (``POST .../server`` body) may set only :attr:`allowed_user_options` variables of
+  the batch script, with plain values (1.3.0 lets them replace any variable, ``cmd`` included);
 * a failed ``sbatch`` gives the user a message saying what failed instead of a bare ``RuntimeError``
   carrying sbatch's stderr, and the job id must be a number.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import pwd
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -39,6 +42,7 @@ from typing import Any
 #: the batchspawner release these patches are written and tested against
 BATCHSPAWNER_VERSION = "1.3.0"
 API_PATH = r"/api/batchspawner"
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:,=+-]*")
 
 
 def ensure_api_handler() -> None:
@@ -96,7 +100,8 @@ def _hide_env_log(log: Any) -> None:
 
 def _spawner_class() -> type:
     from batchspawner import SlurmSpawner
-    from traitlets import Unicode, default
+    from tornado import web
+    from traitlets import List, Unicode, default
 
     class HeroesSlurmSpawner(SlurmSpawner):  # type: ignore[misc,valid-type]
         """batchspawner's ``SlurmSpawner`` with clearer errors (see :mod:`jupyter_heroes.spawners`)."""
@@ -117,6 +122,51 @@ def _spawner_class() -> type:
         @default("req_homedir")
         def _default_homedir(self) -> str:
             return pwd.getpwnam(self.user.name).pw_dir
+
+        allowed_user_options = List(
+            Unicode(),
+            default_value=[],
+            help="Names of batch-script variables a user may choose when starting a server "
+            '(``POST /hub/api/users/<name>/server`` with ``{"partition": "gpu"}``, or an options form), '
+            "e.g. ``['partition', 'runtime']``. Values must match ``[A-Za-z0-9_.:,=+-]*``. batchspawner 1.3.0 "
+            "lets user options replace *any* variable of the script (``cmd``, ``prologue`` ...); here anything "
+            "not listed is refused. Default: none.",
+        ).tag(config=True)
+
+        def check_user_options(self, user_options: Any) -> dict[str, str]:
+            """The user's choices as script variables; ``ValueError`` naming the offending option."""
+            checked: dict[str, str] = {}
+            for key, value in (user_options or {}).items():
+                if key not in self.allowed_user_options:
+                    allowed = ", ".join(self.allowed_user_options) or "none"
+                    raise ValueError(
+                        f"The server option {key!r} cannot be chosen here (allowed: {allowed}); "
+                        "start the server without it or ask the hub administrator."
+                    )
+                if not isinstance(value, str | int) or not _SAFE_VALUE.fullmatch(str(value)):
+                    raise ValueError(
+                        f"The server option {key!r} has an invalid value: use letters, digits and . _ : , = + -"
+                    )
+                checked[key] = str(value)
+            return checked
+
+        @default("apply_user_options")
+        def _default_apply_user_options(self) -> Any:
+            # JupyterHub >= 5.3 calls this before starting: a refused option is a 400 with our message
+            def apply(spawner: Any, user_options: Any) -> None:
+                try:
+                    spawner.check_user_options(user_options)
+                except ValueError as e:
+                    raise web.HTTPError(400, str(e)) from None
+
+            return apply
+
+        async def _get_batch_script(self, **subvars: Any) -> str:
+            # batchspawner merged self.user_options over subvars unchecked: rebuild, then apply allowed ones
+            clean = self.get_req_subvars()
+            clean["cmd"] = subvars["cmd"]
+            clean.update(self.check_user_options(self.user_options))
+            return await super()._get_batch_script(**clean)
 
         def get_req_subvars(self) -> dict[str, Any]:
             subvars = super().get_req_subvars()
@@ -188,6 +238,7 @@ def use_slurm_spawner(
     start_timeout: int = 300,
     http_timeout: int = 120,
     poll_interval: float = 1.0,
+    user_options: Iterable[str] = (),
 ) -> type:
     """Make the hub in config *c* spawn users' servers as Slurm jobs; returns the spawner class.
 
@@ -219,6 +270,9 @@ def use_slurm_spawner(
     Timing: *start_timeout* (s) a job may stay queued plus start before the hub gives up and cancels
     it; *http_timeout* (s) from "job running" to the server answering; *poll_interval* (s) between
     ``squeue`` calls while it starts.
+
+    *user_options*: names of script variables users may choose per start (``["partition", "runtime"]``),
+    from the REST API body or an options form; default none.
     """
     ensure_api_handler()
     cls = heroes_slurm_spawner()
@@ -250,6 +304,7 @@ def use_slurm_spawner(
     s.start_timeout = int(start_timeout)
     s.http_timeout = int(http_timeout)
     s.startup_poll_interval = float(poll_interval)
+    s.allowed_user_options = list(user_options)
     if environment:
         env = dict(c.Spawner.environment) if "environment" in c.Spawner else {}
         env.update(environment)

@@ -11,6 +11,7 @@ the server gets ``--allow-root``. The Slurm side is real: sbatch, squeue, scance
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import subprocess
@@ -41,7 +42,9 @@ use_slurm_spawner(
     start_timeout=60,
     http_timeout=60,
     poll_interval=0.5,
+    user_options=["partition"],
 )
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # POST .../server answers at once: 202, pending
 # a token that may start and stop servers and read their state (the test bed's admin token may not)
 c.JupyterHub.services = [*c.JupyterHub.services, {{"name": "slurm-tests", "api_token": {servers_token!r}}}]
 c.JupyterHub.load_roles = [
@@ -54,9 +57,15 @@ c.JupyterHub.load_roles = [
 def squeue(job_id: str) -> str:
     """``STATE USER NAME`` of *job_id* while Slurm still lists it as queued or running, else ``""``."""
     cp = subprocess.run(
-        ["squeue", "-h", "-j", job_id, "-o", "%T %u %j"], capture_output=True, text=True, timeout=15
+        ["squeue", "-h", "-j", job_id, "-o", "%T %u %j %P"], capture_output=True, text=True, timeout=15
     )
     return cp.stdout.strip() if cp.returncode == 0 else ""
+
+
+def squeue_all() -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-o", "%i %u %j"], capture_output=True, text=True, timeout=15
+    ).stdout.strip()
 
 
 @pytest.mark.slurm
@@ -79,12 +88,51 @@ def test_server_runs_as_slurm_job(slurm, hub_factory, tmp_path) -> None:  # type
     def api(method: str, path: str) -> requests.Response:
         return hub.hub_api(method, path, token=admin)
 
+    def api_json(method: str, path: str, body: object) -> requests.Response:
+        return hub.hub_api(method, path, body, token=admin)
+
     t0 = time.monotonic()
 
-    r = api("POST", f"/users/{USER}/server")
-    assert r.status_code == 202, r.text  # a batch spawn takes longer than the hub's fast-path wait
+    # bad choices fail at submission with a message saying what to do, and leave no job behind
+    def failed_spawn(options: dict[str, str]) -> str:
+        """Start with *options*; return the hub's failure message from the progress event stream."""
+        r = api_json("POST", f"/users/{USER}/server", options)
+        assert r.status_code == 202, r.text
+        with requests.get(
+            f"{hub.url}/hub/api/users/{USER}/server/progress",
+            headers={"Authorization": f"token {token}"},
+            stream=True,
+            timeout=60,
+        ) as events:
+            for line in events.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    if event.get("failed"):
+                        break
+                    assert not event.get("ready"), event
+            else:
+                pytest.fail("the progress stream ended without a failure event")
+        wait_for(lambda: not api("GET", f"/users/{USER}").json()["pending"], 30, "the failed spawn to clear")
+        return str(event["message"])
+
+    msg = failed_spawn({"partition": "no-such-partition"})
+    assert "Submitting your notebook server to Slurm failed" in msg, msg
+    assert "invalid partition" in msg.lower(), msg  # sbatch's own reason is passed on
+    # options outside the allow-list, or with shell characters, are refused before anything is submitted
+    r = api_json("POST", f"/users/{USER}/server", {"prologue": "id"})
+    assert r.status_code == 400, r.text
+    assert "The server option 'prologue' cannot be chosen here (allowed: partition)" in r.json()["message"]
+    r = api_json("POST", f"/users/{USER}/server", {"partition": "long;id"})
+    assert r.status_code == 400, r.text
+    assert "The server option 'partition' has an invalid value" in r.json()["message"]
+    assert squeue_all() == ""
+
+    r = api_json("POST", f"/users/{USER}/server", {"partition": "long"})
     model = api("GET", f"/users/{USER}").json()
+    # JupyterHub 6 answers 201 or 202 here depending on timing; the user model is what tells "pending"
+    assert r.status_code in (201, 202), r.text
     assert model["pending"] == "spawn", model
+    assert model["servers"][""]["ready"] is False, model
 
     # the hub submitted a job: its id is in the spawner's state, and squeue lists it
     def job_id() -> str | None:
@@ -96,7 +144,7 @@ def test_server_runs_as_slurm_job(slurm, hub_factory, tmp_path) -> None:  # type
     assert jid.isdigit()
     queued = squeue(jid)
     assert queued.split()[0] in ("PENDING", "CONFIGURING", "RUNNING"), queued
-    assert queued.split()[1:] == [USER, "spawner-jupyterhub"], queued
+    assert queued.split()[1:] == [USER, "spawner-jupyterhub", "long"], queued
 
     def ready() -> bool:
         m = api("GET", f"/users/{USER}").json()
