@@ -26,6 +26,8 @@ HEROES_SLURM_PROLOGUE              shell lines run in the job first, e.g. ``modu
 HEROES_SLURM_HOMEDIR               job directory and log location, ``{username}`` replaced
                                    (default: the user's home)
 HEROES_SLURM_START_TIMEOUT         seconds a server may wait in the queue and start (default 300)
+HEROES_SLURM_USER_OPTIONS          comma-separated script variables users may choose per start,
+                                   e.g. ``partition,runtime`` (default none)
 =================================  ==================================================================
 """
 
@@ -58,4 +60,5 @@ use_slurm_spawner(
     prologue=os.environ.get("HEROES_SLURM_PROLOGUE", ""),
     homedir=_env("HEROES_SLURM_HOMEDIR"),
     start_timeout=int(_env("HEROES_SLURM_START_TIMEOUT", "300")),
+    user_options=[v.strip() for v in _env("HEROES_SLURM_USER_OPTIONS").split(",") if v.strip()],
 )

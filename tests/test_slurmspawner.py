@@ -44,7 +44,7 @@ use_slurm_spawner(
     poll_interval=0.5,
     user_options=["partition"],
 )
-c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # POST .../server answers at once: 202, pending
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # POST .../server returns without waiting for the job
 # a token that may start and stop servers and read their state (the test bed's admin token may not)
 c.JupyterHub.services = [*c.JupyterHub.services, {{"name": "slurm-tests", "api_token": {servers_token!r}}}]
 c.JupyterHub.load_roles = [
