@@ -70,3 +70,6 @@ install_heroes(
 
 # Spawner: choose one for your site (e.g. systemdspawner, batchspawner, kubespawner); the default
 # LocalProcessSpawner needs a system account per Keycloak user.
+# To run users' servers as Slurm jobs on the cluster this hub submits to:
+#     load_subconfig(os.path.join(os.path.dirname(__file__), "slurmspawner.py"))
+# (see docs/admin/slurm-spawner.md).
