@@ -138,12 +138,16 @@ def install_heroes(
 
     # users' servers (the Jupyter server extension, the %heroes magics and widgets) call the service
     # with the server's own token: it needs the access scope, and the service's address
-    token_scopes = list(_get(c, "Spawner", "server_token_scopes", []) or ["users:activity!user", "access:servers!server"])
+    token_scopes = list(
+        _get(c, "Spawner", "server_token_scopes", []) or ["users:activity!user", "access:servers!server"]
+    )
     if ACCESS_SCOPE not in token_scopes:
         token_scopes.append(ACCESS_SCOPE)
     c.Spawner.server_token_scopes = token_scopes
     base_url = str(_get(c, "JupyterHub", "base_url", "/") or "/")
     spawner_env = dict(_get(c, "Spawner", "environment", {}) or {})
-    spawner_env.setdefault("HEROES_SERVICE_URL", f"http://127.0.0.1:{int(port)}{base_url.rstrip('/')}/services/{SERVICE_NAME}/")
+    spawner_env.setdefault(
+        "HEROES_SERVICE_URL", f"http://127.0.0.1:{int(port)}{base_url.rstrip('/')}/services/{SERVICE_NAME}/"
+    )
     c.Spawner.environment = spawner_env
     return service

@@ -76,6 +76,9 @@ def test_user_servers_may_call_the_service():
     install_heroes(c, port=10555)
     assert "access:services!service=heroes" in c.Spawner.server_token_scopes
     assert "access:servers!server" in c.Spawner.server_token_scopes  # the defaults are kept
-    assert c.Spawner.environment == {"KEEP": "1", "HEROES_SERVICE_URL": "http://127.0.0.1:10555/jh/services/heroes/"}
+    assert c.Spawner.environment == {
+        "KEEP": "1",
+        "HEROES_SERVICE_URL": "http://127.0.0.1:10555/jh/services/heroes/",
+    }
     install_heroes(c, port=10555)  # idempotent
     assert c.Spawner.server_token_scopes.count("access:services!service=heroes") == 1
