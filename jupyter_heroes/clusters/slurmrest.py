@@ -42,11 +42,13 @@ from .scheduler import (
     _unknown,
     render_body,
 )
-from .slurm import SLURM_NATIVE_ENV, STATE_MAP, map_state
+from .slurm import _TRANSIENT_RE, SLURM_NATIVE_ENV, STATE_MAP, map_state
 from .spec import JOB_ID_RE
 from .transport import CommandResult, TransportError
 
 _TRANSIENT_HTTP = {502, 503, 504, 599}
+NOTHING_FOUND = 9003  # slurmdb's 'Nothing found with query', an error entry of a 200 answer
+AUTH_ERROR = 1007  # 'Protocol authentication error'
 
 
 def decode_wait_status(raw: Any) -> tuple[int | None, int | None]:
@@ -326,22 +328,42 @@ class SlurmRestScheduler(Scheduler):
             return resp.code, data
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _raise_auth_if(self, data: dict[str, Any]) -> None:
-        """slurmrestd forwards the token to slurmctld; a token the controller rejects comes back as
-        an HTTP 500: 'Unspecified error' (error_number -1) when listing jobs, 'Zero Bytes were
-        transmitted or received' (slurmctld hangs up) when submitting, or an authentication error.
-        (A controller that is down gives 'Unable to contact slurm controller' instead.)"""
+    async def _raise_auth_if(self, data: dict[str, Any]) -> None:
+        """Raise the right SchedulerError for an ambiguous failure, or return.
+
+        slurmrestd passes the token on to slurmctld. A token slurmctld rejects and a slurmctld that
+        is down give the same HTTP 500 ('Unspecified error', error_number -1, or 'Zero Bytes were
+        transmitted or received'). slurmdbd, which checks the same token independently, tells them
+        apart: if it accepts the token, the controller is down (transient); if it refuses it too,
+        the token is bad (not transient)."""
+        ambiguous = False
         for e in _errors(data):
             text = f"{e.get('error', '')} {e.get('description', '')}".lower()
-            number = e.get("error_number", e.get("error_code"))
-            if number in (-1, 1007) or "authentication" in text or "zero bytes were transmitted" in text:
-                raise SchedulerError(
-                    f"slurmrestd at {self.url} could not act with this token ({_error_text(data)}); "
-                    "the token is probably invalid or signed with another key: check "
-                    "c.SlurmRestScheduler.token / token_command",
-                    False,
-                    "auth_failed",
-                )
+            number = e.get("error_number", e.get("error_code", e.get("errno")))
+            if "authentication" in text or number == 1007:
+                raise self._auth_error(data)
+            if number == -1 or "zero bytes were transmitted" in text:
+                ambiguous = True
+        if not ambiguous:
+            return
+        code, probe = await self.request("GET", f"/slurmdb/{self.api_version}/associations")
+        if code == 200 and all(e.get("error_number") == NOTHING_FOUND for e in _errors(probe)):
+            raise SchedulerError(
+                f"slurmrestd at {self.url} cannot reach slurmctld ({_error_text(data)}); it accepts the token "
+                "for accounting, so the controller is probably down or restarting: try again later",
+                True,
+                "scheduler_unavailable",
+            )
+        raise self._auth_error(data)
+
+    def _auth_error(self, data: dict[str, Any]) -> SchedulerError:
+        return SchedulerError(
+            f"slurmrestd at {self.url} could not act with this token ({_error_text(data)}), and slurmdbd "
+            "refuses it too: the token is invalid, expired or signed with another key. Check "
+            "c.SlurmRestScheduler.token / token_command",
+            False,
+            "auth_failed",
+        )
 
     async def close(self) -> None:
         if self._client is not None:
@@ -405,13 +427,15 @@ class SlurmRestScheduler(Scheduler):
         job_id = str(data.get("job_id", ""))
         if code != 200 or _errors(data) or not JOB_ID_RE.match(job_id):
             try:
-                self._raise_auth_if(data)
+                await self._raise_auth_if(data)
             except SchedulerError as e:
                 raise SubmitError(str(e), False, "auth_failed") from None
+            text = _error_text(data) or f"HTTP {code}"
+            transient = bool(_TRANSIENT_RE.search(text))  # the same messages as sbatch's
             raise SubmitError(
-                f"slurmrestd refused job {spec.name}: {_error_text(data) or f'HTTP {code}'}",
-                False,
-                "submit_refused",
+                f"slurmrestd refused job {spec.name}: {text}",
+                transient,
+                "scheduler_unavailable" if transient else "submit_refused",
             )
         self.log.info("submitted %s as job %s on slurmrestd %s", spec.name, job_id, self.url)
         return job_id
@@ -425,7 +449,7 @@ class SlurmRestScheduler(Scheduler):
             numbers = {e.get("error_number") for e in _errors(data)}
             if numbers & {2017, 2021}:  # invalid job id / already completing or completed
                 continue
-            self._raise_auth_if(data)
+            await self._raise_auth_if(data)
             raise SchedulerError(
                 f"cancelling job {job_id} failed: {_error_text(data) or f'HTTP {code}'}", False
             )
@@ -434,7 +458,7 @@ class SlurmRestScheduler(Scheduler):
     async def _jobs(self) -> list[dict[str, Any]]:
         code, data = await self.request("GET", f"/slurm/{self.api_version}/jobs")
         if code != 200 or _errors(data):
-            self._raise_auth_if(data)
+            await self._raise_auth_if(data)
             raise SchedulerError(
                 f"listing jobs through slurmrestd failed: {_error_text(data) or f'HTTP {code}'}",
                 True,
@@ -555,9 +579,12 @@ class SlurmRestScheduler(Scheduler):
                 False,
                 "accounting_unavailable",
             )
-        if code != 200:
-            self._raise_auth_if(data)
-            if any(e.get("error_number") == 2017 for e in _errors(data)) or not _errors(data):
+        errors = [e for e in _errors(data) if e.get("error_number") != NOTHING_FOUND]
+        if any(e.get("error_number") == AUTH_ERROR for e in errors):
+            raise self._auth_error(data)
+        if code != 200 or errors:
+            await self._raise_auth_if(data)
+            if any(e.get("error_number") == 2017 for e in errors) or not errors:
                 return {}
             raise SchedulerError(
                 f"reading accounting through slurmrestd failed: {_error_text(data) or f'HTTP {code}'}",
@@ -598,12 +625,15 @@ class SlurmRestScheduler(Scheduler):
         code, data = await self.request(
             "GET", f"/slurmdb/{self.api_version}/jobs", query={"job_name": name, "start_time": start}
         )
-        if code == 200 and not _errors(data):
+        errors = [e for e in _errors(data) if e.get("error_number") != NOTHING_FOUND]
+        if any(e.get("error_number") == AUTH_ERROR for e in errors):
+            raise self._auth_error(data)
+        if code == 200 and not errors:
             for j in data.get("jobs") or []:
                 if j.get("name") == name and (not user or j.get("user") == user):
                     found.add(str((j.get("array") or {}).get("job_id") or j.get("job_id")))
         elif code != 404:
-            self._raise_auth_if(data)
+            await self._raise_auth_if(data)
         return sorted(found, key=lambda i: [int(x) for x in i.split("_")])
 
     # unused CLI hooks of the base class (this backend speaks HTTP)

@@ -177,3 +177,31 @@ async def test_token_command_is_refreshed_before_expiry(ssh, slurmrestd):
         assert jwt_claims(s._token)["sun"] == "heroes"
     finally:
         await s.close()
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(240)
+async def test_slurmrestd_down_then_controller_down_are_transient(rest, slurm_cluster, slurmrestd, workdir):
+    job = await submit(rest, JobSpec(name=f"rest-live-{secrets.token_hex(3)}", workdir=workdir,
+                                     command=["sleep", "120"], walltime_s=300))  # fmt: skip
+    slurmrestd.kill()
+    try:
+        st = await rest.poll([job])
+        assert st[job].state is JobState.UNKNOWN and "cannot be reached" in st[job].reason
+        with pytest.raises(SubmitError) as e:
+            await rest.submit(JobSpec(name="rest-while-down", workdir=workdir, command=["true"]))
+        assert e.value.transient and e.value.reason == "scheduler_unavailable"
+    finally:
+        slurmrestd.start()
+    assert (await rest.poll([job]))[job].state in (JobState.QUEUED, JobState.RUNNING)
+    slurm_cluster.slurm.stop_controller()
+    try:
+        st = await rest.poll([job])
+        assert st[job].state is JobState.UNKNOWN, st[job]
+        assert "cannot reach slurmctld" in st[job].reason and "invalid" not in st[job].reason, st[job].reason
+        with pytest.raises(SubmitError) as e:
+            await rest.submit(JobSpec(name="rest-ctld-down", workdir=workdir, command=["true"]))
+        assert e.value.transient and e.value.reason == "scheduler_unavailable", e.value
+    finally:
+        slurm_cluster.slurm.start_controller()
+    assert (await rest.poll([job]))[job].state in (JobState.QUEUED, JobState.RUNNING)
