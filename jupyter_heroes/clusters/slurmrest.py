@@ -204,6 +204,16 @@ class SlurmRestScheduler(Scheduler):
         self._token_expires = 0.0
         self._token_lock = asyncio.Lock()
 
+    @classmethod
+    def from_cluster(cls, cluster: Any, transport: Any, **kwargs: Any) -> SlurmRestScheduler:
+        """As the base, plus ``cluster.site["slurmrestd_url"]`` (when set) as :attr:`url`, so each
+        cluster row can name its own slurmrestd; otherwise ``c.SlurmRestScheduler.url`` applies."""
+        sched = super().from_cluster(cluster, transport, **kwargs)
+        site_url = (getattr(cluster, "site", None) or {}).get("slurmrestd_url")
+        if site_url:
+            sched.url = str(site_url)
+        return sched  # type: ignore[return-value]
+
     # --- HTTP --------------------------------------------------------------------------------
     def _base(self) -> str:
         if not self.url:
@@ -614,6 +624,7 @@ class SlurmRestScheduler(Scheduler):
     # --- recovery ----------------------------------------------------------------------------
     async def find_by_name(self, name: str) -> list[str]:
         JobSpec(name=name, command=["true"]).validated()
+        self._base()
         found: set[str] = set()
         user = self.user_name or str(jwt_claims(await self._get_token()).get("sun") or "")
         for j in await self._jobs():

@@ -27,6 +27,33 @@ def test_wait_status_decoding():
     assert jwt_claims("garbage") == {}
 
 
+async def test_registry_and_per_cluster_url():
+    from types import SimpleNamespace
+
+    from jupyter_heroes.clusters.local import LocalTransport
+    from jupyter_heroes.clusters.registry import scheduler_class
+
+    cls = scheduler_class("jupyter_heroes.clusters.slurmrest:SlurmRestScheduler")
+    assert cls is SlurmRestScheduler and cls.name == "slurmrest"
+    cluster = SimpleNamespace(
+        scratch_root="/s", container_runtime="", site={"slurmrestd_url": "http://h:6820"}
+    )
+    s = cls.from_cluster(cluster, LocalTransport())
+    assert s.url == "http://h:6820" and s.scratch_root == "/s"
+    s = cls.from_cluster(SimpleNamespace(scratch_root="", container_runtime="", site={}), LocalTransport())
+    with pytest.raises(SchedulerError) as e:
+        await s.find_by_name("x")
+    assert e.value.reason == "not_configured" and "c.SlurmRestScheduler.url" in str(e.value)
+    # the job's settings become JSON fields (slurmrestd reads no #SBATCH line); free text stays data
+    spec = JobSpec(name="n", command=["echo", "$(x)"], workdir="/w", walltime_s=61, mem_mb=10, partition="long",
+                   afterok=["4", "5"], comment="a\n#SBATCH --uid=0")  # fmt: skip
+    job = s.job_properties(spec)
+    assert job["time_limit"] == 2 and job["memory_per_node"] == 10 and job["partition"] == "long"
+    assert job["dependency"] == "afterok:4:5" and job["kill_on_invalid_dependency"] is True
+    assert job["comment"] == "a\n#SBATCH --uid=0" and job["current_working_directory"] == "/w"
+    assert "#SBATCH" not in s.render_script(spec) and "'$(x)'" in s.render_script(spec)
+
+
 @pytest.fixture
 async def ssh(slurm_cluster):
     s = slurm_cluster.ssh
