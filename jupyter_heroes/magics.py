@@ -201,8 +201,17 @@ class HeroesMagics(Magics):
                 "--cluster NAME, or ask your administrator to upgrade the service"
             )
         params = self._typed(client, args.template, args.params, f"%heroes decide {args.template} key=value")
+        budget, currency = None, None
+        if args.budget:
+            amount, _, currency = args.budget.strip().partition(" ")
+            budget, currency = amount, (currency.strip().upper() or None)
         return client.decide(
-            args.template, params, strategy=args.strategy, deadline=args.deadline, budget=args.budget
+            args.template,
+            params,
+            strategy=args.strategy,
+            deadline=args.deadline,
+            budget=budget,
+            budget_currency=currency,
         )
 
     @magic_arguments("heroes submit")

@@ -20,14 +20,15 @@ class StandIn:
         #: queued answers (status, content type, body); the last one repeats
         self.answers: list[tuple[int, str, bytes]] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.bodies: list[bytes] = []
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
-                stand_in.requests.append((self.command, self.path, dict(self.headers)))
                 n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
+                body = self.rfile.read(n) if n else b""
+                stand_in.requests.append((self.command, self.path, dict(self.headers)))
+                stand_in.bodies.append(body)
                 status, ctype, body = (
                     stand_in.answers.pop(0) if len(stand_in.answers) > 1 else stand_in.answers[0]
                 )
