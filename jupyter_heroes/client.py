@@ -394,8 +394,12 @@ class HeroesClient:
     # --- the choke point ---------------------------------------------------------------------------
     def _new_session(self) -> requests.Session:
         s = requests.Session()
-        s.verify = self.verify
-        s.trust_env = False  # a notebook's proxy settings must not route the token elsewhere
+        # not trust_env: requests would replace our Authorization header with a ~/.netrc entry for
+        # the host; proxies and the CA bundle are still taken from the environment, explicitly
+        s.trust_env = False
+        s.proxies = requests.utils.get_environ_proxies(self.api_url)
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        s.verify = ca_bundle if self.verify is True and ca_bundle else self.verify
         s.headers["Authorization"] = f"token {self._token}"
         s.headers["Accept"] = "application/json"
         s.headers["User-Agent"] = "jupyter-heroes-client"

@@ -112,3 +112,14 @@ def test_a_silent_service_times_out(stand_in):
         c.me()
     gate.set()
     assert e.value.reason == "timeout" and e.value.transient
+
+
+def test_a_netrc_entry_never_replaces_the_token(stand_in, tmp_path, monkeypatch):
+    """requests would send ~/.netrc credentials for the host instead of our Authorization header."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password other-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    stand_in.answers = [(200, "application/json", b"{}")]
+    HeroesClient(stand_in.url, "tok-abc").me()
+    assert stand_in.requests[0][2]["Authorization"] == "token tok-abc"
