@@ -219,10 +219,12 @@ class JobMonitor(w.VBox):
                 self.staging[(str(ev.get("direction", "")), str(ev["file"]))] = dict(ev)
                 self._render_staging()
             elif kind == "instance" and ev.get("state"):
-                self.state = str(ev["state"])
-                self._render_title()
-                if self.state in FINAL_STATES:
-                    self._finish()
+                if str(ev["state"]) in FINAL_STATES:
+                    self.state = str(ev["state"])
+                    self._finish()  # shows the final state together with exit codes and outputs
+                else:
+                    self.state = str(ev["state"])
+                    self._render_title()
 
     def refresh(self) -> dict[str, Any]:
         """Fetch the instance again and show it."""
@@ -247,9 +249,9 @@ class JobMonitor(w.VBox):
             self.outputs = [
                 o for j in self.jobs.values() for o in (j.get("accounting") or {}).get("outputs", [])
             ]
-            self._render_title()
             self._render_steps()
             self._render_outputs()
+            self._render_title()
             if self.state in FINAL_STATES and not self._done.is_set():
                 self._finish(fetch=False)
 
@@ -267,9 +269,10 @@ class JobMonitor(w.VBox):
                     o for j in self.jobs.values() for o in (j.get("accounting") or {}).get("outputs", [])
                 ]
                 self.state = str(inst.get("state", self.state))
-                self._render_title()
+                # details first: once the title says 'completed', the outputs are already listed
                 self._render_steps()
                 self._render_outputs()
+            self._render_title()
         self.cancel_button.disabled = True
         self._tail_quietly()
         self._done.set()

@@ -151,6 +151,7 @@ def test_fill_refuse_submit_and_watch(lab, browser, screenshots_dir):
             timeout=30_000
         )
         monitor.locator(".heroes-log", has_text="pi ~").wait_for(timeout=30_000)
+        # shown with the final state, not after it
         assert "result.json" in monitor.locator(".heroes-outputs").inner_text()
         assert monitor.locator("button.heroes-cancel").is_disabled()
         monitor.scroll_into_view_if_needed()
