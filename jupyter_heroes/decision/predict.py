@@ -40,8 +40,8 @@ Quantiles and walltime options
 ------------------------------
 ``q_low``/``q_high`` are weighted quantiles of the job's reference sample (the user's recent runs
 weighted by recency and similarity to the request, else the application's, else the population's
-run/request ratios times the request), with levels adapted online so that the observed coverage matches
-``quantiles`` (adaptive conformal inference, Gibbs & Candes 2021). ``q_low <= point <= q_high`` always
+run/request ratios times the request), widened or narrowed by factors adapted online so that the
+observed coverage matches ``quantiles`` (adaptive conformal inference, Gibbs & Candes 2021). ``q_low <= point <= q_high`` always
 holds; with an enforced request, ``q_high`` never exceeds it.
 
 ``Prediction.walltimes`` lists walltime options for :mod:`.advice` (:func:`walltime_options`): upper
@@ -333,11 +333,13 @@ class PredictorOptions(LoggingConfigurable):
         Float(),
         Float(),
         default_value=(0.1, 0.9),
-        help="Nominal levels of q_low and q_high, default (0.1, 0.9); the effective levels are adapted "
-        "online so that the observed coverage matches them.",
+        help="Nominal levels of q_low and q_high, default (0.1, 0.9); the sample quantiles at these levels "
+        "are widened or narrowed online so that the observed coverage matches them.",
     ).tag(config=True)
     coverage_rate = Float(
-        0.01, help="Step of the online adaptation of the quantile levels (adaptive conformal inference)."
+        0.05,
+        help="Step (log scale, per finished job) of the online widening of q_low/q_high (adaptive "
+        "conformal inference).",
     ).tag(config=True)
     min_user_history = Int(1, help="Finished runs of a user before 'user-history' is used.").tag(config=True)
     min_app_history = Int(3, help="Finished runs of an application before 'app-default' is used.").tag(
@@ -420,7 +422,7 @@ class RuntimePredictor:
         self._with_request = 0
         self._last_fit_n = 0
         self._model = _Model(0, None, 0)
-        self._alpha_low, self._alpha_high = self.options.quantiles[0], 1.0 - self.options.quantiles[1]
+        self._widen_low = self._widen_high = 0.0  # log-scale widening of q_low / q_high
 
     # ----------------------------------------------------------------- public interface
     @property
@@ -600,8 +602,8 @@ class RuntimePredictor:
             fallback = (self.options.default_runtime, "default", "default_runtime")
 
         if sample:
-            q_low = _wquantile(sample, self._alpha_low)
-            q_high = _wquantile(sample, 1.0 - self._alpha_high)
+            q_low = _wquantile(sample, self.options.quantiles[0]) * math.exp(-self._widen_low)
+            q_high = _wquantile(sample, self.options.quantiles[1]) * math.exp(self._widen_high)
         else:
             q_low = q_high = _NAN
         job, rows = self._rows(req, user, runs, app_runs, c, wsample)
@@ -843,13 +845,12 @@ class RuntimePredictor:
         if prep.sample:
             out = 1.0 if run > 1.1 * max(v for v, _ in prep.sample) else 0.0
             user.surprise = out if user.surprise != user.surprise else (1 - rate) * user.surprise + rate * out
-        # Online calibration of the quantile levels (adaptive conformal inference).
+        # Online calibration of the quantiles (adaptive conformal inference on a log-scale widening).
         if prep.sample:
             g = self.options.coverage_rate
-            self._alpha_low = _clip(self._alpha_low + g * (self.options.quantiles[0] - (run < prep.q_low)))
-            self._alpha_high = _clip(
-                self._alpha_high + g * ((1 - self.options.quantiles[1]) - (run > prep.q_high))
-            )
+            lo, hi = self.options.quantiles
+            self._widen_low = _clip(self._widen_low + g * ((run < prep.q_low) - lo))
+            self._widen_high = _clip(self._widen_high + g * ((run > prep.q_high) - (1.0 - hi)))
         # History.
         rec = _Run(run, req.requested_time, req.requested_procs, req.app, req.requested_memory)
         user.runs.append(rec)
@@ -937,8 +938,9 @@ def _has_history(p: Prepared) -> bool:
     return any(p.cands[i] == p.cands[i] for i in range(_K) if i != _REQUEST)
 
 
-def _clip(a: float) -> float:
-    return min(max(a, 0.001), 0.5)
+def _clip(w: float) -> float:
+    """Bounds of the log-scale widening: at most x/20 to x*150 around the sample quantile."""
+    return min(max(w, -3.0), 5.0)
 
 
 def _median(xs: Sequence[float] | deque[float]) -> float:

@@ -86,6 +86,19 @@ def test_quantiles_are_ordered_and_capped_by_an_enforced_request(kth_jobs):
         assert p.walltimes and p.walltimes[-1] == (j.request.requested_time, p.walltimes[-1][1], 0.0)
 
 
+def test_interval_widens_when_runs_escape_it():
+    p = RuntimePredictor(coverage_rate=0.1)
+    for i in range(10):
+        p.observe(job("u", i, 100.0, 10000.0, jid=f"h{i}"))
+    highs = []
+    for i in range(30):  # the user's runs suddenly take ten times longer than the history says
+        req = JobRequest("u", 100.0 + i, 10000.0, job_id=f"x{i}")
+        highs.append(p.predict(req).q_high)
+        p.observe(FinishedJob(req, 1000.0 + i))
+    assert highs[0] < 150.0 and highs[-1] > highs[10] > highs[0]
+    assert all(h <= 10000.0 for h in highs)
+
+
 def test_request_limit_auto_detection():
     p = RuntimePredictor()
     assert p.request_enforced
