@@ -11,8 +11,8 @@ Each request gets a handful of **candidate** values built from history (:data:`C
 request, the user's last run, the mean of the last two (Tsafrir 2007), the last run with the same
 request / shape (request, processors, memory) / processors / application, kernel medoids of the user's
 recent runs (the run with the highest weighted accuracy against the others), the user's max run/request
-ratio times the request (ALEA), the last ratio times the request, the application's medoid and the
-population's median ratio times the request. A gradient-boosting model (scikit-learn
+ratio times the request (ALEA), the last ratio times the request, the shortest and longest of the
+user's last five runs, the application's medoid and the population's median ratio times the request. A gradient-boosting model (scikit-learn
 ``HistGradientBoostingRegressor``) scores every candidate with the accuracy ``min(c, run) / max(c, run)``
 it is expected to reach, from features of the job (request, processors, memory, queue, time of day, the
 user's recent run statistics), of the candidate, and of how well that kind of candidate did for this
@@ -92,6 +92,8 @@ CANDIDATES: tuple[str, ...] = (
     "last-ratio",
     "app-medoid",
     "population-ratio",
+    "recent-min",
+    "recent-max",
 )
 _K = len(CANDIDATES)
 (
@@ -109,6 +111,8 @@ _K = len(CANDIDATES)
     _LRATIO,
     _AMED,
     _POP,
+    _RMIN,
+    _RMAX,
 ) = range(_K)
 
 #: ``Prediction.source`` values, in fallback order.
@@ -557,6 +561,9 @@ class RuntimePredictor:
                     c[_UMAX] = max(ratios) * q
                 if last.req:
                     c[_LRATIO] = last.run / last.req * q
+            recent = [r.run for r in list(runs)[-5:]]
+            c[_RMIN] = min(recent)
+            c[_RMAX] = max(recent)
             wsample = self._weighted(runs, req)
             umed = _medoid(wsample)
             c[_UMED] = umed
