@@ -1,4 +1,5 @@
-"""Load the test-bed fixtures: every ``jupyter_heroes/testing/plugin_*.py`` is a pytest plugin."""
+"""Load the test-bed fixtures (every ``jupyter_heroes/testing/plugin_*.py`` is a pytest plugin) and the
+seeded marketplace database shared by tests/accounting and tests/marketplace."""
 
 import pkgutil
 
@@ -9,3 +10,5 @@ pytest_plugins = sorted(
     for m in pkgutil.iter_modules(_testing.__path__)
     if m.name.startswith("plugin_")
 )
+# tests/market_db.py: the seeded marketplace database of tests/accounting and tests/marketplace
+pytest_plugins.append("market_db")

@@ -1,4 +1,6 @@
-"""A migrated database seeded with the sample marketplace, on SQLite and on the test bed's PostgreSQL.
+"""A migrated database seeded with the sample marketplace, on SQLite and on the test bed's PostgreSQL
+(the ``db`` fixture of tests/accounting and tests/marketplace; loaded by tests/conftest.py, so each
+seeded template is built once per session).
 
 The database is migrated (alembic, to head) and seeded once per session and per backend; each test
 gets a copy of it (a file copy for SQLite, ``CREATE DATABASE ... TEMPLATE`` for PostgreSQL).
