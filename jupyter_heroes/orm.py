@@ -300,5 +300,6 @@ class AuditEntry(Base):
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
-# marketplace and accounting tables live in their own module; import it so Base.metadata is complete
-from . import orm_market  # noqa: E402,F401
+# marketplace and accounting tables (orm_market) and the decision module's (orm_decision) live in
+# their own modules; import them so Base.metadata is complete
+from . import orm_decision, orm_market  # noqa: E402,F401

@@ -1,0 +1,373 @@
+"""The decision store on a migrated database (SQLite and PostgreSQL): a decision and its predictions
+are recorded, the user's pick is linked to the submitted workflow, the predicted cost is read back for
+the budget, predictions sit beside the jobs' outcomes per model version, policies and EAR power are
+kept per organization, and another organization's decision is not found.
+
+Runtimes come from the real :class:`~jupyter_heroes.decision.predict.RuntimePredictor` (no history
+yet: it predicts from the request), so the store sees what the service stores."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from jupyter_heroes import orm
+from jupyter_heroes.decision import store
+from jupyter_heroes.decision.candidates import make_candidate
+from jupyter_heroes.decision.decide import decide
+from jupyter_heroes.decision.ear import read_ear_csv
+from jupyter_heroes.decision.predict import RuntimePredictor
+from jupyter_heroes.decision.ranking import Policy, UserChoice
+from jupyter_heroes.orm_decision import DecisionPrediction, EarRecord
+from jupyter_heroes.workflows.templates import load_template
+
+DATA = Path(__file__).parent / "data"
+NOW = datetime(2026, 11, 21, 21, 0, tzinfo=timezone.utc)
+TEMPLATE = load_template(
+    {
+        "heroes_template": 1,
+        "name": "solver",
+        "version": 1,
+        "application": "solver",
+        "parameters": {"n": {"type": "integer", "default": 10}},
+        "steps": [
+            {
+                "name": "prep",
+                "command": ["prep"],
+                "resources": {"nodes": 1, "tasks": 1, "memory_mb": 1024, "walltime": "00:10:00"},
+            },
+            {
+                "name": "run",
+                "command": ["solver", "{{ n }}"],
+                "depends_on": ["prep"],
+                "resources": {"nodes": 1, "tasks": 4, "memory_mb": 4096, "walltime": "01:00:00"},
+            },
+        ],
+    }
+)
+LIMITS = dict(max_nodes=4, cpus_per_node=8, mem_per_node_mb=16384, max_walltime_s=86400)
+
+
+def candidates():
+    return [
+        make_candidate(
+            "fast",
+            "q",
+            **LIMITS,
+            site={"relative_speed": 2.0, "offer": {"currency": "EUR", "core_hour": "0.50"}, "pue": 1.1},
+        ),
+        make_candidate("slow", "q", **LIMITS, site={"offer": {"currency": "EUR", "core_hour": "0.01"}}),
+        make_candidate("tiny", "q", max_nodes=1, cpus_per_node=2, mem_per_node_mb=2048),
+    ]
+
+
+def a_decision(strategy="cheapest"):
+    cands = candidates()
+    d = decide(
+        TEMPLATE,
+        {"n": 3},
+        cands,
+        RuntimePredictor(),
+        choice=UserChoice(strategy=strategy),
+        now=NOW,
+        user="alice",
+    )
+    return d, cands
+
+
+def record(s, ids, org="acme", strategy="cheapest"):
+    d, cands = a_decision(strategy)
+    user = s.get(orm.User, ids.users["alice"])
+    did = store.record_decision(
+        s,
+        org_id=ids.orgs[org],
+        user=user,
+        template=TEMPLATE,
+        params={"n": 3},
+        decision=d,
+        policy=Policy(),
+        limits={"deadline": None},
+        candidates=cands,
+    )
+    return did, d
+
+
+def test_a_decision_and_its_predictions_are_recorded(db):
+    with db.session() as s:
+        did, d = record(s, db.ids)
+    assert d.recommendation is not None and d.recommendation.key == "slow/q"
+    with db.session() as s:
+        row = store.get_decision(s, db.ids.orgs["acme"], did)
+        assert row.recommended == "slow/q" and row.strategy == "cheapest" and row.user_name == "alice"
+        assert row.template_name == "solver" and row.params == {"n": 3}
+        assert row.model_version == "0"  # no model fitted yet
+        statuses = {c["key"]: c["status"] for c in row.candidates}
+        assert statuses == {"slow/q": "ranked", "fast/q": "ranked", "tiny/q": "infeasible"}
+        preds = s.scalars(select(DecisionPrediction).where(DecisionPrediction.decision_id == did)).all()
+        by = {(p.cluster, p.step): p for p in preds}
+        # the infeasible candidate has no figures; the ranked ones one row per step and one overall
+        assert {k for k in by} == {(c, st) for c in ("fast", "slow") for st in ("", "prep", "run")}
+        # 'fast' runs twice as fast: its step predictions are halved
+        assert by[("fast", "run")].runtime_s == pytest.approx(by[("slow", "run")].runtime_s / 2)
+        assert by[("slow", "")].cost_cents is not None and by[("slow", "")].currency == "EUR"
+        assert by[("slow", "")].runtime_s == pytest.approx(
+            by[("slow", "prep")].runtime_s + by[("slow", "run")].runtime_s
+        )
+        view = store.decision_view(row)
+        assert view["decision"] == did and view["chosen"] is None and view["instance"] is None
+
+
+def _instance(s, ids, org="acme"):
+    inst = orm.WorkflowInstance(
+        org_id=ids.orgs[org], user_id=ids.users["alice"], template_id=ids.templates[org], state="completed"
+    )
+    s.add(inst)
+    s.flush()
+    return inst
+
+
+def test_link_submission_records_the_pick_and_refuses_what_was_not_ranked(db):
+    with db.session() as s:
+        did, d = record(s, db.ids)
+        inst = _instance(s, db.ids)
+        iid = inst.id
+    with db.session() as s:
+        with pytest.raises(
+            store.NotACandidate, match=r"tiny/q was not a ranked candidate.*ranked: slow/q, fast/q"
+        ):
+            store.link_submission(
+                s, org_id=db.ids.orgs["acme"], decision_id=did, instance_id=iid, cluster="tiny", queue="q"
+            )
+        with pytest.raises(store.DecisionNotFound, match="not found in your organization") as e:
+            store.link_submission(
+                s, org_id=db.ids.orgs["globex"], decision_id=did, instance_id=iid, cluster="slow", queue="q"
+            )
+        assert e.value.status == 404 and e.value.reason == "not_found"
+        with pytest.raises(store.DecisionNotFound):
+            store.link_submission(
+                s,
+                org_id=db.ids.orgs["acme"],
+                decision_id="0" * 32,
+                instance_id=iid,
+                cluster="slow",
+                queue="q",
+            )
+    with db.session() as s:
+        assert store.get_decision(s, db.ids.orgs["acme"], did).chosen == ""  # refusals changed nothing
+        # the user overrides the recommendation; an empty queue names the cluster's only ranked queue
+        store.link_submission(
+            s, org_id=db.ids.orgs["acme"], decision_id=did, instance_id=iid, cluster="fast", queue=""
+        )
+    with db.session() as s:
+        row = store.get_decision(s, db.ids.orgs["acme"], did)
+        assert (row.chosen, row.accepted, row.instance_id) == ("fast/q", False, iid)
+        assert row.chosen_at is not None
+        other = _instance(s, db.ids)
+        with pytest.raises(store.DecisionAlreadyUsed, match="already followed by workflow"):
+            store.link_submission(
+                s,
+                org_id=db.ids.orgs["acme"],
+                decision_id=did,
+                instance_id=other.id,
+                cluster="fast",
+                queue="q",
+            )
+        # linking the same instance again is harmless
+        store.link_submission(
+            s, org_id=db.ids.orgs["acme"], decision_id=did, instance_id=iid, cluster="slow", queue="q"
+        )
+        assert store.get_decision(s, db.ids.orgs["acme"], did).accepted is True
+
+
+def test_predicted_cost_is_the_candidates_whole_workflow_cost(db):
+    with db.session() as s:
+        did, d = record(s, db.ids)
+    rows = {r["key"]: r for r in d.to_dict()["candidates"]}
+    with db.session() as s:
+        cents, cur = store.predicted_cost(s, did, "fast", "q")
+        assert cur == "EUR" and cents == round(float(rows["fast/q"]["cost"]) * 100) and cents > 0
+        assert store.predicted_cost(s, did, "tiny", "q") is None  # not ranked
+        assert store.predicted_cost(s, "f" * 32, "fast", "q") is None
+
+
+def test_performance_sets_predictions_beside_the_jobs_outcomes(db):
+    with db.session() as s:
+        did, d = record(s, db.ids)
+        inst = _instance(s, db.ids)
+        store.link_submission(
+            s, org_id=db.ids.orgs["acme"], decision_id=did, instance_id=inst.id, cluster="slow", queue="q"
+        )
+        pred = {
+            p.step: p
+            for p in s.scalars(
+                select(DecisionPrediction).where(
+                    DecisionPrediction.decision_id == did, DecisionPrediction.cluster == "slow"
+                )
+            )
+        }
+        end = datetime(2026, 11, 21, 22, 0)
+        # prep ran exactly as predicted; run took twice as long (accounting), a failed retry is ignored
+        s.add_all(
+            [
+                orm.Job(
+                    instance_id=inst.id,
+                    step="prep",
+                    state="completed",
+                    started=end - timedelta(seconds=pred["prep"].runtime_s),
+                    finished=end,
+                ),
+                orm.Job(
+                    instance_id=inst.id,
+                    step="run",
+                    state="completed",
+                    started=end,
+                    finished=end + timedelta(hours=5),
+                    accounting={"elapsed_s": 2 * pred["run"].runtime_s, "consumed_energy_j": 1000.0},
+                ),
+                orm.Job(instance_id=inst.id, step="run", array_index=1, state="failed", finished=end),
+            ]
+        )
+    with db.session() as s:
+        perf = store.performance(s, db.ids.orgs["acme"])
+        assert [g["model_version"] for g in perf] == ["0"]
+        g = perf[0]
+        assert g["count"] == 2
+        assert g["accuracy"] == pytest.approx((1.0 + 0.5) / 2)
+        assert g["under_predicted_share"] == pytest.approx(0.5)
+        assert g["mae_s"] == pytest.approx(pred["run"].runtime_s / 2, rel=1e-3)
+        jobs = {j["step"]: j for j in g["jobs"]}
+        assert jobs["run"]["actual_s"] == pytest.approx(2 * pred["run"].runtime_s, rel=1e-3)
+        assert jobs["run"]["under_predicted"] is True and jobs["run"]["actual_energy_j"] == 1000.0
+        assert jobs["prep"]["accuracy"] == pytest.approx(1.0, abs=1e-3)
+        assert jobs["run"]["decision"] == did and jobs["run"]["cluster"] == "slow"
+        # confined to the organization, and to jobs finished since a time
+        assert store.performance(s, db.ids.orgs["globex"]) == []
+        later = datetime(2026, 11, 22, 4, 0, tzinfo=timezone.utc)  # after both ends
+        assert store.performance(s, db.ids.orgs["acme"], since=later) == []
+
+
+def test_policies_are_validated_and_kept_per_organization(db):
+    with db.session() as s:
+        assert store.get_policy(s, db.ids.orgs["acme"]) == Policy()
+        p = store.set_policy(
+            s,
+            db.ids.orgs["acme"],
+            {"strategy": "lowest-carbon", "allow_user_strategy": False, "platforms": {"solver": ["slow"]}},
+            updated_by="admin",
+        )
+        assert p.strategy == "lowest-carbon"
+        for bad, words in (
+            ({"strategy": "greedy"}, "unknown strategy 'greedy'"),
+            ({"weights": {"time": -1}}, r"policy.weights.time: a non-negative number"),
+            ({"currency": "XYZ"}, "policy.currency"),
+            ({"nonsense": 1}, r"unknown field\(s\) \['nonsense'\]"),
+            ([1, 2], "a JSON object"),
+        ):
+            with pytest.raises(store.InvalidPolicy, match=words):
+                store.set_policy(s, db.ids.orgs["acme"], bad)
+    with db.session() as s:
+        got = store.get_policy(s, db.ids.orgs["acme"])
+        assert got.strategy == "lowest-carbon" and got.platforms == {"solver": ("slow",)}
+        assert not got.allow_user_strategy
+        assert store.policy_row(s, db.ids.orgs["acme"]).updated_by == "admin"
+        assert store.get_policy(s, db.ids.orgs["globex"]) == Policy()
+
+
+def ear_text(header_file: str, rows: list[dict[str, object]]) -> str:
+    header = (DATA / header_file).read_text().strip()
+    cols = header.split(";")
+    lines = [header]
+    for r in rows:
+        lines.append(";".join(str(r.get(c, "0")) for c in cols))
+    return "\n".join(lines) + "\n"
+
+
+def test_ear_rows_give_measured_power_per_cluster_and_application(db):
+    text = ear_text(
+        "eacct_c_header_cpu_only.txt",
+        [
+            {
+                "JOBID": 1,
+                "STEPID": 0,
+                "APPID": "solver",
+                "NODENAME": "n1",
+                "TIME_SEC": 100,
+                "DC_NODE_POWER_W": 300,
+            },
+            {
+                "JOBID": 1,
+                "STEPID": 0,
+                "APPID": "solver",
+                "NODENAME": "n2",
+                "TIME_SEC": 100,
+                "DC_NODE_POWER_W": 100,
+            },
+            {
+                "JOBID": 2,
+                "STEPID": 0,
+                "APPID": "other",
+                "NODENAME": "n1",
+                "TIME_SEC": 50,
+                "DC_NODE_POWER_W": 500,
+            },
+        ],
+    )
+    recs = read_ear_csv(text)
+    with db.session() as s:
+        res = store.ingest_ear(
+            s, org_id=db.ids.orgs["acme"], org_name="acme", cluster="slow", records=recs, source="eacct"
+        )
+        assert (res.added, res.duplicates) == (3, 0)
+        assert res.applications["solver"].node_power_w == pytest.approx(200.0)
+        again = store.ingest_ear(
+            s, org_id=db.ids.orgs["acme"], org_name="acme", cluster="slow", records=recs, source="eacct"
+        )
+        assert (again.added, again.duplicates) == (0, 3)  # the same file twice counts once
+    with db.session() as s:
+        mp = store.measured_powers(s, db.ids.orgs["acme"], "solver", ["slow", "fast"])
+        assert set(mp) == {"slow"} and mp["slow"].runs == 1 and mp["slow"].node_power_w == pytest.approx(200)
+        assert store.measured_powers(s, db.ids.orgs["globex"], "solver", ["slow"]) == {}
+
+
+def test_heroes_plugin_rows_of_another_organization_are_refused(db):
+    text = ear_text(
+        "heroes_app_csv_header_cpu_only.txt",
+        [
+            {
+                "HEROES_INSTANCE_WORKFLOW_ID": "NO_WRF_ID",
+                "HEROES_TEMPLATE_WORKFLOW_ID": "solver",
+                "HEROES_USER_ID": "alice",
+                "HEROES_ORGANIZATION_NAME": "globex",
+                "HEROES_ORGANIZATION_ID": "2",
+                "JOBID": 7,
+                "STEPID": 0,
+                "NODENAME": "n1",
+                "TIME_SEC": 10,
+                "DC_NODE_POWER_W": 250,
+            }
+        ],
+    )
+    with db.session() as s:
+        with pytest.raises(store.DecisionStoreError, match="belongs to organization 'globex'"):
+            store.ingest_ear(
+                s,
+                org_id=db.ids.orgs["acme"],
+                org_name="acme",
+                cluster="slow",
+                records=read_ear_csv(text),
+                source="heroes-plugin",
+            )
+        assert s.scalars(select(EarRecord)).all() == []
+        # in its own organization the template name gives the application
+        res = store.ingest_ear(
+            s,
+            org_id=db.ids.orgs["globex"],
+            org_name="globex",
+            cluster="slow",
+            records=read_ear_csv(text),
+            source="heroes-plugin",
+        )
+        assert set(res.applications) == {"solver"}
