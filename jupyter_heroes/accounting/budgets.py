@@ -400,7 +400,9 @@ def reserve(
         res = session.execute(
             update(Budget)
             .where(
-                Budget.id == b.id, Budget.amount_cents - Budget.reserved_cents - Budget.spent_cents >= need
+                Budget.id == b.id,
+                Budget.amount_cents - Budget.reserved_cents - Budget.spent_cents >= need,
+                Budget.spent_cents < Budget.amount_cents,  # an exhausted budget admits nothing, not even 0
             )
             .values(reserved_cents=Budget.reserved_cents + need)
             .execution_options(synchronize_session=False)

@@ -89,6 +89,42 @@ def measure(session: Session, job: Job) -> tuple[Usage, float | None, float]:
     return usage, energy, elapsed
 
 
+def site_offer(cluster: Cluster, queue: str) -> Offer | None:
+    """The price an organization's own cluster declares for *queue* (``site.offer``), or None."""
+    try:
+        return make_candidate(cluster.name, queue, site=cluster.site or {}).offer
+    except CandidateError:
+        return None
+
+
+def predicted_usages(template: Any, values: dict[str, Any]) -> list[Usage]:
+    """One :class:`Usage` per step of a run as if every step used its whole requested walltime
+    (x its array size): the most :func:`measure` can find, so pricing these is an upper bound of
+    what the ledger will charge (while the scheduler allocates what was asked for). Steps are in
+    submission order; the first carries the run's ``fixed_per: run`` part, as in :func:`measure`."""
+    out = []
+    for i, step in enumerate(template.order()):
+        r = step.resources
+        hours = r.walltime_s / 3600.0 * (template.array_size(step, values) or 1)
+        out.append(
+            Usage.from_floats(
+                jobs=1,
+                runs=1 if i == 0 else 0,
+                core_hours=r.cores * hours,
+                node_hours=r.nodes * hours,
+                gpu_hours=r.gpus * hours,
+                mem_gb_hours=r.memory_mb / 1024.0 * r.nodes * hours,
+            )
+        )
+    return out
+
+
+def upper_bound_cost(template: Any, values: dict[str, Any], price: Offer) -> tuple[int, str]:
+    """(cents, currency): what a run of *template* with *values* costs at most under *price*,
+    each step priced as the ledger prices a job (so the cents are rounded the same way)."""
+    return sum(_cents(price.price(u).total) for u in predicted_usages(template, values)), price.currency
+
+
 def _lines(bill: CostBreakdown) -> list[dict[str, Any]]:
     return [
         {
@@ -175,15 +211,13 @@ def record_job(
         lines += _lines(bill)
     else:
         cluster = session.get(Cluster, job.cluster_id) if job.cluster_id else None
-        if cluster is not None and cluster.org_id == inst.org_id:
-            try:
-                site_offer = make_candidate(cluster.name, job.queue, site=cluster.site or {}).offer
-            except CandidateError:
-                site_offer = None
-            if site_offer is not None:
-                bill = site_offer.price(usage)
-                values.update(pricing="site", currency=bill.currency, cost_cents=_cents(bill.total))
-                lines += _lines(bill)
+        own = (
+            site_offer(cluster, job.queue) if cluster is not None and cluster.org_id == inst.org_id else None
+        )
+        if own is not None:
+            bill = own.price(usage)
+            values.update(pricing="site", currency=bill.currency, cost_cents=_cents(bill.total))
+            lines += _lines(bill)
     av = (
         session.get(MarketApplicationVersion, pin.application_version_id)
         if pin and pin.application_version_id

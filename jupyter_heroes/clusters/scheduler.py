@@ -16,6 +16,7 @@ import asyncio
 import enum
 import logging
 import posixpath
+import re
 import secrets
 import shlex
 import time
@@ -336,6 +337,11 @@ class Scheduler(LoggingConfigurable):
     def cancel_argv(self, ids: list[str]) -> list[str]:
         raise NotImplementedError
 
+    def hold_argv(self, ids: list[str], release: bool = False) -> list[str] | None:
+        """The command that holds pending jobs (or releases them), or None if the scheduler cannot:
+        then :meth:`hold` answers False and the platform leaves the jobs queued."""
+        return None
+
     def check_cancel(self, ids: list[str], result: CommandResult) -> None:
         """Raise SchedulerError if a cancel failed for a reason other than 'already finished'."""
         if not result.ok:
@@ -445,6 +451,35 @@ class Scheduler(LoggingConfigurable):
         except TransportError as e:
             raise SchedulerError(f"cancelling jobs failed: {e}", e.transient, e.reason) from e
         self.check_cancel(ids, result)
+
+    async def hold(self, ids: Iterable[str], release: bool = False) -> bool:
+        """Hold pending jobs so they do not start (running ones are not affected), or release them.
+        False when this scheduler cannot hold jobs (see :meth:`hold_argv`)."""
+        ids = _ids(ids)
+        argv = self.hold_argv(ids, release) if ids else None
+        if argv is None:
+            return False
+        what = "releasing" if release else "holding"
+        try:
+            result = await self.transport.run(argv, timeout=self.poll_timeout)
+        except TransportError as e:
+            raise SchedulerError(f"{what} jobs failed: {e}", e.transient, e.reason) from e
+        bad = [
+            ln
+            for ln in result.stderr.splitlines()
+            if "error" in ln.lower()
+            and not re.search(r"already completing or completed|Invalid job id|not pending", ln, re.I)
+        ]
+        if bad or (not result.ok and not result.stderr.strip()):
+            raise SchedulerError(
+                f"{what} jobs failed: {bad[0] if bad else f'exit status {result.rc}'}",
+                self.is_transient(result.stderr),
+            )
+        return True
+
+    async def release(self, ids: Iterable[str]) -> bool:
+        """Release jobs held by :meth:`hold`."""
+        return await self.hold(ids, release=True)
 
     async def poll(self, ids: Iterable[str]) -> dict[str, JobStatus]:
         """States of *ids* in one queue command plus at most one history command."""

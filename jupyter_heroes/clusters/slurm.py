@@ -295,6 +295,9 @@ class SlurmScheduler(Scheduler):
     def cancel_argv(self, ids: list[str]) -> list[str]:
         return ["scancel", *ids]
 
+    def hold_argv(self, ids: list[str], release: bool = False) -> list[str] | None:
+        return ["scontrol", "release" if release else "hold", ",".join(ids)]
+
     def check_cancel(self, ids: list[str], result: CommandResult) -> None:
         bad = [
             ln

@@ -160,6 +160,10 @@ def _limits(q: ClusterQueue | None) -> dict[str, Any] | None:
     }
 
 
+#: a queue's public limits as the API shows them (None for an unknown queue)
+queue_limits = _limits
+
+
 def _latest(session: Session, offer_id: int) -> MarketOfferVersion:
     return latest_version(session, MarketOfferVersion, "offer_id", offer_id)
 

@@ -17,6 +17,17 @@ Rules it keeps:
    it never marks them finished or failed.
 5. **Commit before every await**: database work happens in short synchronous transactions between
    awaits, never across one.
+6. **Money follows the jobs.** :meth:`WorkflowEngine.admit` prices a new instance (an upper bound:
+   requested walltime x resources under the offer version in force, or the decision's prediction),
+   reserves it on the organization's and project's budgets and pins every job to that offer version,
+   in the transaction that creates the instance. Each finished job gets one ledger row
+   (:func:`~jupyter_heroes.accounting.ledger.record_job`, idempotent) once the scheduler's accounting
+   has its elapsed time; a terminal instance's reservation is settled from the ledger
+   (:func:`~jupyter_heroes.accounting.ledger.settle_from_ledger`). Both are re-tried by the
+   recovery sweep, so a restart at any point neither loses nor duplicates a charge.
+7. **Exhausted budgets** (D3.1 4.6.6): after a settlement, and at every sweep, instances under an
+   exhausted budget get the budget's policy: ``hold`` (pending jobs held on the scheduler, running
+   ones continue; released when the budget has room again) or ``cancel``.
 """
 
 from __future__ import annotations
@@ -36,12 +47,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Float, Integer
 from traitlets.config import LoggingConfigurable
 
+from ..accounting import budgets as budget_ops
+from ..accounting.ledger import record_job, settle_from_ledger, site_offer, upper_bound_cost
+from ..accounting.money import from_cents
 from ..clusters.registry import backend_for
 from ..clusters.scheduler import JobState, Scheduler, SchedulerError, SubmitError
 from ..clusters.spec import JobSpec
 from ..clusters.transport import Transport, TransportError
 from ..dbutil import session_scope
+from ..decision.cost import Offer, Usage
+from ..log import ecs
+from ..marketplace.common import naive_utc
+from ..marketplace.errors import MarketError
+from ..marketplace.offers import EnabledOffer, pin_job, version_at
 from ..orm import Cluster, Job, Organization, Project, User, WorkflowInstance, WorkflowTemplate, utcnow
+from ..orm_market import BudgetReservation, UsageRecord
 from .events import EventBus
 from .heroesfs import InstanceDirs
 from .staging import StageContext, Stager, StagingError
@@ -200,6 +220,8 @@ class WorkflowEngine(LoggingConfigurable):
         self._cancel_requested: set[str] = set()
         self._running = False
         self._sweeper: asyncio.Future | None = None
+        #: exhausted-budget actions from settlements, applied by :meth:`enforce_budgets`
+        self._budget_actions: list[budget_ops.BudgetAction] = []
 
     # --- creating and launching ----------------------------------------------------------------------
     def create_instance(
@@ -214,9 +236,17 @@ class WorkflowEngine(LoggingConfigurable):
         queue: str = "",
         project_id: int | None = None,
         admin: bool = False,
+        offer: EnabledOffer | None = None,
     ) -> WorkflowInstance:
-        """Validate and persist an instance with one ``new`` job per step. The caller commits."""
-        if template_row.org_id != org.id or cluster.org_id != org.id:
+        """Validate and persist an instance with one ``new`` job per step. The caller commits.
+
+        *cluster* is one of the organization's own, or another provider's reached through *offer*
+        (an enabled, usable offer of the organization on that cluster and queue): the instance,
+        its files and its jobs still belong to *org*."""
+        reachable = cluster.org_id == org.id or (
+            offer is not None and offer.cluster is not None and offer.cluster.id == cluster.id
+        )
+        if template_row.org_id != org.id or not reachable:
             raise WorkflowError("template or cluster not found in your organization", "not_found", 404)
         if template_row.state != "active":
             raise WorkflowError(
@@ -253,6 +283,252 @@ class WorkflowEngine(LoggingConfigurable):
             )
         session.flush()
         return inst
+
+    # --- budgets and the ledger -----------------------------------------------------------------------
+    def price_instance(
+        self, session: Session, inst: WorkflowInstance, offer: EnabledOffer | None, at: Any = None
+    ) -> tuple[int, str, str]:
+        """(cents, currency, basis): an upper bound of what *inst* costs — every step's requested
+        walltime x resources priced under the offer version in force at *at* (default now), or
+        under the own cluster's ``site.offer``; (0, EUR) when nothing prices it."""
+        price: Offer | None = None
+        basis = "unpriced"
+        if offer is not None:
+            v = version_at(session, offer.offer.id, at)
+            if v is not None:
+                price, basis = Offer.from_dict(v.price), f"offer {offer.offer.name} v{v.version}"
+        else:
+            cluster = session.get(Cluster, inst.cluster_id)
+            jobs = list(inst.jobs)
+            price = site_offer(cluster, jobs[0].queue if jobs else "") if cluster is not None else None
+            basis = "site price" if price is not None else basis
+        if price is None:
+            return 0, "EUR", basis
+        trow = session.get(WorkflowTemplate, inst.template_id)
+        cents, currency = upper_bound_cost(load_template(trow.spec), dict(inst.params or {}), price)
+        return cents, currency, f"{basis}, requested walltime x resources"
+
+    def admit(
+        self,
+        session: Session,
+        inst: WorkflowInstance,
+        *,
+        offer: EnabledOffer | None = None,
+        predicted: tuple[int, str] | None = None,
+        at: Any = None,
+    ) -> BudgetReservation:
+        """Pin the new instance's jobs to the offer version in force and reserve its predicted cost
+        (*predicted* ``(cents, currency)`` from the decision, else :meth:`price_instance`) x each
+        budget's margin on the organization's and project's active budgets. Runs in the caller's
+        transaction (the one that created the instance); raises
+        :class:`~jupyter_heroes.accounting.budgets.BudgetExceeded` with the numbers, after which the
+        caller rolls back and nothing is left."""
+        when = naive_utc(at)
+        if offer is not None:
+            for job in inst.jobs:
+                pin_job(session, job.id, offer_id=offer.offer.id, at=when)
+        if predicted is not None:
+            cents, currency = predicted
+            basis = "decision prediction"
+        else:
+            cents, currency, basis = self.price_instance(session, inst, offer, when)
+        return budget_ops.reserve(
+            session,
+            inst.org_id,
+            inst.project_id,
+            from_cents(cents),
+            currency=currency,
+            instance_id=inst.id,
+            user_id=inst.user_id,
+            at=when,
+            note=f"workflow {inst.id}: {basis}",
+        )
+
+    def _ledger_ready(self, job: Job) -> bool:
+        """A finished job is recorded once the scheduler's accounting gave its elapsed time (or
+        stopped being asked for it). Jobs that never reached the scheduler are not recorded."""
+        if job.state not in FINAL_JOB_STATES or not job.scheduler_job_id:
+            return False
+        acct = job.accounting or {}
+        if acct.get("elapsed_s") is not None:
+            return True
+        if int(acct.get("accounting_attempts", 0)) >= self.accounting_retries:
+            return True
+        return job.finished is not None and job.finished < utcnow() - timedelta(
+            seconds=self.accounting_retry_window
+        )
+
+    def _record(self, s: Session, job: Job) -> None:
+        """The ledger row of *job* (idempotent). A job cancelled before it ran is charged nothing."""
+        acct = job.accounting or {}
+        never_ran = job.state == JobState.CANCELLED.value and not float(acct.get("elapsed_s") or 0)
+        never_ran = never_ran and (job.started is None or acct.get("elapsed_s") is not None)
+        try:
+            record_job(s, job.id, usage=Usage(jobs=0, runs=0) if never_ran else None)
+        except MarketError as e:
+            self.log.warning("ledger record of job %s (%s) failed: %s", job.id, job.step, e)
+
+    def _settle_if_done(self, s: Session, instance_id: str) -> None:
+        """Settle a terminal instance's reservation from the ledger once every job that reached the
+        scheduler is recorded (recording those whose accounting is ready). Idempotent."""
+        inst = s.get(WorkflowInstance, instance_id)
+        if inst is None or inst.state not in FINAL_INSTANCE_STATES:
+            return
+        r = s.scalar(
+            select(BudgetReservation).where(
+                BudgetReservation.instance_id == instance_id, BudgetReservation.state == "held"
+            )
+        )
+        if r is None:
+            return
+        for job in inst.jobs:
+            if job.state not in FINAL_JOB_STATES:
+                return
+            if not job.scheduler_job_id:
+                continue
+            if s.scalar(select(UsageRecord.id).where(UsageRecord.job_id == job.id)) is None:
+                if not self._ledger_ready(job):
+                    return  # accounting lags: the backlog or the sweep comes back
+                self._record(s, job)
+        try:
+            st = settle_from_ledger(s, r)
+        except MarketError as e:
+            self.log.warning("settling the budget of %s failed: %s", instance_id, e)
+            return
+        if not st.already_settled:
+            self.log.info(
+                "settled the budget of workflow %s: %s %s (reserved on %d budget(s))",
+                instance_id,
+                st.actual,
+                st.currency,
+                len(st.charged),
+                extra=ecs("budget.settle", workflow=instance_id),
+            )
+        self._budget_actions.extend(st.actions)
+
+    def _settle_pending(self) -> None:
+        """Every terminal instance whose reservation is still held (after a restart, or when the
+        ledger was waiting for accounting)."""
+        with session_scope(self.session_factory) as s:
+            iids = list(
+                s.scalars(
+                    select(WorkflowInstance.id)
+                    .join(BudgetReservation, BudgetReservation.instance_id == WorkflowInstance.id)
+                    .where(
+                        BudgetReservation.state == "held",
+                        WorkflowInstance.state.in_(FINAL_INSTANCE_STATES),
+                    )
+                )
+            )
+        for iid in iids:
+            with session_scope(self.session_factory) as s:
+                self._settle_if_done(s, iid)
+
+    async def enforce_budgets(self) -> dict[str, int]:
+        """Apply exhausted budgets' policies (see the module docstring, rule 7): pending settlement
+        actions plus every live instance under an exhausted budget; release budget holds whose
+        budgets have room again. Returns counts."""
+        with session_scope(self.session_factory) as s:
+            actions = {a.instance_id: a for a in budget_ops.exhausted_actions(s)}
+        for a in self._budget_actions:
+            old = actions.get(a.instance_id)
+            if old is None or (old.action == "hold" and a.action == "cancel"):
+                actions[a.instance_id] = a
+        self._budget_actions = []
+        counts = {"cancelled": 0, "held": 0, "released": 0}
+        for a in actions.values():
+            if a.action == "cancel":
+                with session_scope(self.session_factory) as s:
+                    inst = s.get(WorkflowInstance, a.instance_id)
+                    live = inst is not None and inst.state not in FINAL_INSTANCE_STATES
+                if live:
+                    self.log.warning(
+                        "cancelling workflow %s: %s",
+                        a.instance_id,
+                        a.reason,
+                        extra=ecs("budget.cancel", workflow=a.instance_id),
+                    )
+                    self._cancel_requested.add(a.instance_id)
+                    async with self._lock(a.instance_id):
+                        await self._cancel_live(a.instance_id, a.reason)
+                    counts["cancelled"] += 1
+            else:
+                counts["held"] += await self._hold(a.instance_id, a.budget_id, a.reason)
+        counts["released"] = await self._release_holds(set(actions))
+        return counts
+
+    async def _hold(self, instance_id: str, budget_id: int, reason: str) -> int:
+        """Hold the pending (queued) jobs of an instance on the scheduler; running ones go on."""
+        with session_scope(self.session_factory) as s:
+            inst = s.get(WorkflowInstance, instance_id)
+            if inst is None or inst.state in FINAL_INSTANCE_STATES:
+                return 0
+            cluster = s.get(Cluster, inst.cluster_id)
+            todo = {
+                j.id: j.scheduler_job_id
+                for j in inst.jobs
+                if j.state == JobState.QUEUED.value
+                and j.scheduler_job_id
+                and "budget_hold" not in (j.accounting or {})
+            }
+        if not todo or cluster is None:
+            return 0
+        try:
+            supported = await self.backends.scheduler(cluster).hold(list(todo.values()))
+        except SchedulerError as e:
+            self.log.warning("holding jobs of %s failed (%s); the next sweep retries", instance_id, e)
+            return 0
+        if not supported:
+            self.log.warning(
+                "cluster %s cannot hold pending jobs; workflow %s keeps running (%s)",
+                cluster.name,
+                instance_id,
+                reason,
+            )
+        with session_scope(self.session_factory) as s:
+            for jid in todo:
+                job = s.get(Job, jid)
+                job.accounting = {**(job.accounting or {}), "budget_hold": budget_id if supported else 0}
+                job.reason = f"held: {reason}" if supported else job.reason
+                self._publish_job(s.get(WorkflowInstance, instance_id).org_id, instance_id, job)
+        self.log.warning(
+            "held %d pending job(s) of workflow %s: %s",
+            len(todo),
+            instance_id,
+            reason,
+            extra=ecs("budget.hold", workflow=instance_id),
+        )
+        return len(todo) if supported else 0
+
+    async def _release_holds(self, still_exhausted: set[str]) -> int:
+        """Release jobs held for a budget that is no longer exhausted (limit raised, credit added)."""
+        with session_scope(self.session_factory) as s:
+            held = [
+                (j.id, j.instance_id, j.scheduler_job_id, j.cluster_id, (j.accounting or {})["budget_hold"])
+                for j in s.scalars(select(Job).where(Job.state.in_(LIVE_JOB_STATES)))
+                if (j.accounting or {}).get("budget_hold") and j.instance_id not in still_exhausted
+            ]
+            clusters = {cid: s.get(Cluster, cid) for cid in {h[3] for h in held}}
+        done = 0
+        for jid, iid, sid, cid, _bid in held:
+            try:
+                await self.backends.scheduler(clusters[cid]).release([sid])
+            except SchedulerError as e:
+                self.log.warning("releasing job %s of %s failed (%s); will retry", sid, iid, e)
+                continue
+            with session_scope(self.session_factory) as s:
+                job = s.get(Job, jid)
+                acct = dict(job.accounting or {})
+                acct.pop("budget_hold", None)
+                job.accounting = acct
+            self.log.info(
+                "released job %s of workflow %s: its budget has room again",
+                sid,
+                iid,
+                extra=ecs("budget.release", workflow=iid),
+            )
+            done += 1
+        return done
 
     def _lock(self, instance_id: str) -> asyncio.Lock:
         return self._locks.setdefault(instance_id, asyncio.Lock())
@@ -482,6 +758,8 @@ class WorkflowEngine(LoggingConfigurable):
             stats.backlog = len(backlog)
             await self._record_accounting(cluster_id, backlog)
         if not rows:
+            if self._budget_actions:
+                await self.enforce_budgets()
             return stats
         transport, scheduler = self.backends.get(cluster)
         before = transport.stats["run"]
@@ -522,6 +800,8 @@ class WorkflowEngine(LoggingConfigurable):
                 self._update_instance(s, iid)
         for iid in touched:
             await self._after_change(iid)
+        if self._budget_actions:
+            await self.enforce_budgets()
         stats.seconds = time.perf_counter() - t0
         return stats
 
@@ -558,19 +838,25 @@ class WorkflowEngine(LoggingConfigurable):
                 record = acct[sid].to_dict() if sid in acct else {}
                 if job.exit_code is None and sid in acct and acct[sid].exit_code is not None:
                     job.exit_code = acct[sid].exit_code
-                keep = {k: previous[k] for k in ("outputs",) if k in previous}
+                keep = {k: previous[k] for k in ("outputs", "budget_hold") if k in previous}
                 attempts = int(previous.get("accounting_attempts", 0)) + 1
                 job.accounting = {**previous, **record, **keep, "accounting_attempts": attempts}
+                if self._ledger_ready(job):
+                    self._record(s, job)
+            for iid in {s.get(Job, jid).instance_id for jid in sids}:
+                self._settle_if_done(s, iid)
 
     def _accounting_backlog(self, s: Session, cluster_id: int) -> list[int]:
-        """Recently finished jobs of a cluster whose exit code accounting has not given yet."""
+        """Recently finished jobs of a cluster whose exit code or elapsed time accounting has not
+        given yet (so they are not in the ledger yet)."""
         since = utcnow() - timedelta(seconds=self.accounting_retry_window)
         rows = s.scalars(
             select(Job)
+            .outerjoin(UsageRecord, UsageRecord.job_id == Job.id)
             .where(
                 Job.cluster_id == cluster_id,
                 Job.state.in_(FINAL_JOB_STATES),
-                Job.exit_code.is_(None),
+                Job.exit_code.is_(None) | UsageRecord.id.is_(None),
                 Job.scheduler_job_id != "",
                 Job.finished >= since,
             )
@@ -630,6 +916,9 @@ class WorkflowEngine(LoggingConfigurable):
             self.events.publish(
                 {"type": "instance", "instance": instance_id, "org_id": inst.org_id, "state": new}
             )
+            if new in FINAL_INSTANCE_STATES:
+                s.flush()
+                self._settle_if_done(s, instance_id)
 
     def _publish_job(self, org_id: int, instance_id: str, job: Job) -> None:
         self.events.publish(
@@ -668,6 +957,8 @@ class WorkflowEngine(LoggingConfigurable):
         for cid in cluster_ids:
             if cid is not None:
                 await self.poll_cluster(cid)
+        self._settle_pending()
+        await self.enforce_budgets()
         return counts
 
     async def _reconcile_submitting(self, instance_id: str, counts: dict[str, int]) -> None:

@@ -20,14 +20,21 @@ from sqlalchemy import or_, select
 from tornado.iostream import StreamClosedError
 
 from ... import orm
+from ...accounting.money import from_cents
+from ...marketplace.common import describe_availability
+from ...marketplace.offers import EnabledOffer, enabled_offer_for, enabled_offers, queue_limits
+from ...orm_market import BudgetReservation, JobOfferPin, MarketOfferVersion
 from ...workflows.engine import WorkflowError
 from ...workflows.templates import ParameterError, TemplateError
 from .. import schemas
 from ..auth import ApiError, not_found
 from ..handlers import APIHandler, endpoint, routes
+from ._market import domain_errors
 
 SUBMIT = "submit"
 MANAGE = "workflows:manage"
+_REF = schemas.REF_PATTERN.strip("^$")
+CLUSTER_REF_PATTERN = f"^{_REF}(/{_REF})?$"
 INSTANCE_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "a workflow instance id"}
 
 JOB = schemas.obj(
@@ -59,6 +66,34 @@ INSTANCE = schemas.obj(
         "created": schemas.DATETIME,
         "updated": schemas.DATETIME,
         "jobs": schemas.array(JOB),
+        "offer": {"type": "integer", "nullable": True, "description": "the offer it runs under"},
+        "reservation": {
+            "type": "object",
+            "nullable": True,
+            "description": "the budget reservation: predicted, reserved per budget, actual (decimal strings)",
+        },
+    },
+    closed=False,
+)
+QUEUE_VIEW = schemas.obj(
+    {
+        "name": {"type": "string"},
+        "limits": {"type": "object", "nullable": True},
+    },
+    closed=False,
+)
+CLUSTER_VIEW = schemas.obj(
+    {
+        "cluster": {"type": "string", "description": "what to put in the submission's 'cluster'"},
+        "provider": {"type": "string", "description": "the organization that operates it"},
+        "own": {"type": "boolean"},
+        "description": {"type": "string"},
+        "queues": schemas.array(QUEUE_VIEW),
+        "offer": {
+            "type": "object",
+            "nullable": True,
+            "description": "id, name, version, currency, price, terms, availability_text, terms_changed",
+        },
     },
     closed=False,
 )
@@ -83,9 +118,19 @@ SUBMIT_BODY = schemas.obj(
         "template": schemas._str(schemas.NAME_PATTERN, "the template's name", 63),
         "version": {"type": "integer", "minimum": 1, "description": "default: the newest active version"},
         "params": {"type": "object", "additionalProperties": PARAM_VALUE, "maxProperties": 200},
-        "cluster": schemas._str(schemas.REF_PATTERN, "an enrolled cluster of your organization", 63),
+        "cluster": schemas._str(
+            CLUSTER_REF_PATTERN,
+            "a cluster of your organization, or provider/cluster of an offer your organization enabled "
+            "(GET /organization/workflow/clusters lists both)",
+            127,
+        ),
         "queue": schemas._str(schemas.QUEUE_PATTERN, schemas.QUEUE_HINT, 63),
         "project": schemas.REF,
+        "decision": schemas._str(
+            r"^[A-Za-z0-9_-]{1,64}$",
+            "the id of the decision this submission follows (its predicted cost is reserved)",
+            64,
+        ),
     },
     ("template", "cluster"),
 )
@@ -106,9 +151,51 @@ def job_view(j: orm.Job) -> dict[str, Any]:
     }
 
 
+def cluster_label(s: Any, c: orm.Cluster | None, org_id: int) -> str:
+    """A cluster as the submitting organization names it: ``name`` if its own, else ``provider/name``."""
+    if c is None:
+        return ""
+    if c.org_id == org_id:
+        return c.name
+    provider = s.get(orm.Organization, c.org_id)
+    return f"{provider.name if provider else '?'}/{c.name}"
+
+
+def reservation_view(s: Any, inst: orm.WorkflowInstance) -> tuple[int | None, dict[str, Any] | None]:
+    """(offer id, reservation summary) of an instance."""
+    pins = s.scalars(
+        select(JobOfferPin.offer_version_id)
+        .join(orm.Job, orm.Job.id == JobOfferPin.job_id)
+        .where(orm.Job.instance_id == inst.id, JobOfferPin.offer_version_id.is_not(None))
+    ).all()
+    offer_id = None
+    if pins:
+        v = s.get(MarketOfferVersion, pins[0])
+        offer_id = v.offer_id if v else None
+    r = s.scalar(select(BudgetReservation).where(BudgetReservation.instance_id == inst.id))
+    if r is None:
+        return offer_id, None
+    return offer_id, {
+        "id": r.id,
+        "state": r.state,
+        "currency": r.currency,
+        "predicted": str(from_cents(r.predicted_cents)),
+        "actual": str(from_cents(r.actual_cents)) if r.actual_cents is not None else None,
+        "holds": [
+            {
+                "budget_id": h.budget_id,
+                "reserved": str(from_cents(h.amount_cents)),
+                "spent": str(from_cents(h.spent_cents)) if h.spent_cents is not None else None,
+            }
+            for h in r.holds
+        ],
+    }
+
+
 def instance_view(s: Any, inst: orm.WorkflowInstance, org: orm.Organization) -> dict[str, Any]:
     t = s.get(orm.WorkflowTemplate, inst.template_id)
     c = s.get(orm.Cluster, inst.cluster_id) if inst.cluster_id else None
+    offer_id, reservation = reservation_view(s, inst)
     u = s.get(orm.User, inst.user_id)
     p = s.get(orm.Project, inst.project_id) if inst.project_id else None
     return {
@@ -118,12 +205,14 @@ def instance_view(s: Any, inst: orm.WorkflowInstance, org: orm.Organization) -> 
         "user": u.name if u else "",
         "template": t.name if t else "",
         "template_version": t.version if t else 0,
-        "cluster": c.name if c else "",
+        "cluster": cluster_label(s, c, inst.org_id),
         "state": inst.state,
         "params": dict(inst.params or {}),
         "created": inst.created,
         "updated": inst.updated,
         "jobs": [job_view(j) for j in sorted(inst.jobs, key=lambda j: j.id)],
+        "offer": offer_id,
+        "reservation": reservation,
     }
 
 
@@ -159,6 +248,53 @@ class WorkflowMixin:
                 f"organization {self.org.name}: ask an administrator of the organization for a role that grants it",
                 "missing_scope",
             )
+
+    def resolve_cluster(self: Any, ref: str, queue: str) -> tuple[orm.Cluster, EnabledOffer | None, str]:
+        """(cluster, offer or None, queue) a submission of the caller's organization may run on: one
+        of its own clusters by name, or ``provider/cluster`` (or a bare name no own cluster has) of an
+        offer the organization enabled and can use now, on the offered queue. Anything else is 404,
+        whether it exists elsewhere or not."""
+        s, org = self.db, self.org
+        if "/" not in ref:
+            own = s.scalar(select(orm.Cluster).where(orm.Cluster.org_id == org.id, orm.Cluster.name == ref))
+            if own is not None:
+                if queue and own.queues and queue not in {q.name for q in own.queues}:
+                    raise ApiError(
+                        400,
+                        f"cluster {own.name} has no queue '{queue}'; its queues are "
+                        f"{', '.join(sorted(q.name for q in own.queues))}",
+                        "unknown_queue",
+                    )
+                return own, None, queue
+        offers = [
+            e
+            for e in enabled_offers(s, org.id)
+            if e.cluster is not None
+            and (e.cluster_label == ref or ("/" not in ref and e.cluster.name == ref))
+        ]
+        clusters = {e.cluster.id for e in offers if e.cluster is not None}
+        if len(clusters) > 1:
+            raise ApiError(
+                400,
+                f"several providers offer a cluster named {ref}: write provider/cluster, one of "
+                f"{', '.join(sorted({e.cluster_label for e in offers}))}",
+                "ambiguous_cluster",
+            )
+        if not offers:
+            raise not_found(f"cluster '{ref}'")
+        cluster = offers[0].cluster
+        assert cluster is not None
+        chosen = enabled_offer_for(s, org.id, cluster.id, queue)
+        if chosen is None:
+            if queue:
+                raise not_found(f"queue '{queue}' of cluster '{ref}'")
+            raise ApiError(
+                400,
+                f"your organization enabled several offers on {ref}: name the queue, one of "
+                f"{', '.join(sorted(e.offer.queue for e in offers))}",
+                "ambiguous_queue",
+            )
+        return cluster, chosen, chosen.offer.queue
 
     def instance(self: Any, instance_id: str) -> orm.WorkflowInstance:
         self.require_submit_or_manage()
@@ -227,19 +363,7 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
         if not candidates:
             raise not_found(f"workflow template '{body['template']}'")
         trow = max(candidates, key=lambda t: t.version)
-        cluster = s.scalar(
-            select(orm.Cluster).where(orm.Cluster.org_id == org.id, orm.Cluster.name == body["cluster"])
-        )
-        if cluster is None:
-            raise not_found(f"cluster '{body['cluster']}'")
-        queue = body.get("queue", "")
-        if queue and cluster.queues and queue not in {q.name for q in cluster.queues}:
-            raise ApiError(
-                400,
-                f"cluster {cluster.name} has no queue '{queue}'; its queues are "
-                f"{', '.join(sorted(q.name for q in cluster.queues))}",
-                "unknown_queue",
-            )
+        cluster, offer, queue = self.resolve_cluster(body["cluster"], body.get("queue", ""))
         project_id = None
         if "project" in body:
             projects = self.user_projects()
@@ -262,6 +386,7 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
                 queue=queue,
                 project_id=project_id,
                 admin=self.context.has(MANAGE),
+                offer=offer,
             )
         except ParameterError as e:
             raise ApiError(400, str(e), "invalid_parameter") from None
@@ -271,12 +396,114 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
             ) from None
         except WorkflowError as e:
             raise ApiError(e.status, e.message, e.reason) from None
-        self.audit(inst.id, template=trow.name, version=trow.version, cluster=cluster.name)
+        label = cluster_label(s, cluster, org.id)
+        decision = body.get("decision")
+        predicted = _decision_cost(s, decision, label, queue) if decision else None
+        with domain_errors():  # BudgetExceeded: 409 budget_exceeded, with the numbers
+            reservation = engine.admit(s, inst, offer=offer, predicted=predicted)
+        if decision:
+            _link_decision(s, org.id, decision, inst.id, label, queue)
+        self.audit(
+            inst.id,
+            template=trow.name,
+            version=trow.version,
+            cluster=label,
+            offer=offer.offer.id if offer else None,
+            reserved=str(from_cents(sum(h.amount_cents for h in reservation.holds))),
+            currency=reservation.currency,
+        )
         self.ecs_fields["heroes.workflow"] = inst.id
         view = instance_view(s, inst, org)
         s.commit()  # persisted before anything is sent
         asyncio.ensure_future(engine.launch(inst.id))
         return view
+
+
+def _decision_cost(s: Any, decision_id: str, cluster: str, queue: str) -> tuple[int, str] | None:
+    """The decision's predicted cost of this placement, or None (no decision module yet, or the
+    decision did not price it): then the walltime upper bound is reserved."""
+    try:
+        from ...decision.store import predicted_cost
+    except ImportError:
+        return None
+    return predicted_cost(s, decision_id, cluster, queue)
+
+
+def _link_decision(s: Any, org_id: int, decision_id: str, instance_id: str, cluster: str, queue: str) -> None:
+    """Record which decision a submission followed; the store's errors (unknown decision: 404, a
+    placement the decision did not offer: 409, ...) carry their status and reason."""
+    try:
+        from ...decision.store import link_submission
+    except ImportError:
+        return
+    try:
+        link_submission(
+            s, org_id=org_id, decision_id=decision_id, instance_id=instance_id, cluster=cluster, queue=queue
+        )
+    except Exception as e:
+        status, reason = getattr(e, "status", None), getattr(e, "reason", None)
+        if not isinstance(status, int) or not isinstance(reason, str):
+            raise
+        raise ApiError(status, getattr(e, "message", str(e)), reason.replace("-", "_")) from None
+
+
+class ClusterListAPIHandler(WorkflowMixin, APIHandler):
+    path = "/organization/workflow/clusters"
+    tag = "Workflows"
+
+    @endpoint(
+        summary="Clusters and queues you may submit to: your organization's and its enabled offers",
+        scope=SUBMIT,
+        response=schemas.array(CLUSTER_VIEW),
+    )
+    def get(self) -> list[dict[str, Any]]:
+        """Only what a researcher needs to choose (names, queues and their limits, the offer's price
+        and terms); never hosts, accounts or keys. Offers unusable now (outside their availability
+        windows, cluster disabled by its provider) are left out."""
+        s, org = self.db, self.org
+        out: list[dict[str, Any]] = []
+        own = s.scalars(
+            select(orm.Cluster)
+            .where(orm.Cluster.org_id == org.id, orm.Cluster.enabled.is_(True))
+            .order_by(orm.Cluster.name)
+        )
+        for c in own:
+            out.append(
+                {
+                    "cluster": c.name,
+                    "provider": org.name,
+                    "own": True,
+                    "description": c.description or "",
+                    "queues": [
+                        {"name": q.name, "limits": queue_limits(q)}
+                        for q in sorted(c.queues, key=lambda q: q.name)
+                    ],
+                    "offer": None,
+                }
+            )
+        for e in enabled_offers(s, org.id):
+            assert e.cluster is not None
+            v = e.version
+            out.append(
+                {
+                    "cluster": e.cluster_label,
+                    "provider": e.provider.name,
+                    "own": False,
+                    "description": e.offer.description or "",
+                    "queues": [{"name": e.offer.queue, "limits": queue_limits(e.queue)}],
+                    "offer": {
+                        "id": e.offer.id,
+                        "name": e.offer.name,
+                        "version": v.version,
+                        "currency": v.currency,
+                        "price": dict(v.price),
+                        "terms": v.terms,
+                        "availability_text": describe_availability(v.availability),
+                        "terms_changed": e.terms_changed,
+                    },
+                }
+            )
+        return out
 
 
 class InstanceListAPIHandler(WorkflowMixin, APIHandler):
@@ -458,6 +685,8 @@ class EventsAPIHandler(WorkflowMixin, APIHandler):
         self.set_header("X-Accel-Buffering", "no")
         deadline = time.monotonic() + float(self.query_args.get("timeout", 300))
         try:
+            self.write(": connected\n\n")  # clients (and proxies) see the stream open at once
+            await self.flush()
             for inst in snapshot:
                 await self._send(
                     {"type": "snapshot", "instance": inst["id"], "state": inst["state"], "data": inst}
@@ -483,6 +712,7 @@ class EventsAPIHandler(WorkflowMixin, APIHandler):
 default_handlers = routes(
     AvailableTemplatesAPIHandler,
     SubmitAPIHandler,
+    ClusterListAPIHandler,
     InstanceListAPIHandler,
     OrgInstanceListAPIHandler,
     InstanceAPIHandler,
