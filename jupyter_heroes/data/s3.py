@@ -413,17 +413,19 @@ class S3Storage(Storage):
         length: int | None = None,
         if_match: str | None = None,
         chunk_size: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> AsyncIterator[bytes]:
         """Stream an object (or the range ``offset``..``offset+length``) as chunks. With *if_match*
-        (an ETag) the read fails with :class:`Conflict` if the object changed. Close the iterator
-        (``contextlib.aclosing``) when stopping early so the connection is released at once."""
+        (an ETag) the read fails with :class:`Conflict` if the object changed; *headers* (a dict) is
+        filled with the response headers, names in lower case, before the first chunk. Close the
+        iterator (``contextlib.aclosing``) when stopping early so the connection is released at once."""
         validate_key(key, allow_folder=True)
         if offset < 0 or (length is not None and length < 0):
             raise InvalidRequest("offset and length must not be negative")
         if length == 0:
             return
         chunk = chunk_size or self.chunk_size
-        headers = {"If-Match": f'"{if_match.strip(chr(34))}"'} if if_match else None
+        conditions = {"If-Match": f'"{if_match.strip(chr(34))}"'} if if_match else None
         resp = await self._call(
             "get",
             self._client.get_object,
@@ -431,10 +433,12 @@ class S3Storage(Storage):
             key,
             offset=offset,
             length=length or 0,
-            request_headers=headers,
+            request_headers=conditions,
             bucket=bucket,
             key=key,
         )
+        if headers is not None:
+            headers.update({k.lower(): v for k, v in resp.headers.items()})
         try:
             while True:
                 data = await self._call("read", resp.read, chunk, bucket=bucket, key=key)

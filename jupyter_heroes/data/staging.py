@@ -47,7 +47,7 @@ from typing import Any
 
 from . import names
 from .errors import Conflict, DataError, IntegrityError, InvalidName, InvalidRequest, NotFound
-from .storage import ObjectInfo, Storage
+from .storage import SHA256_META, ObjectInfo, Storage
 from .target import FileTarget, TargetStat
 
 log = logging.getLogger("jupyter_heroes.data.staging")
@@ -209,8 +209,8 @@ class Stager:
     *parallel* files move at once, each through a pipeline of *queue_depth* chunks of *chunk_size*
     bytes. Inputs of at least *resumable_size* bytes keep a ``.part.meta`` record so an interrupted
     copy resumes; smaller ones simply start over. Files under *readback_below* bytes are verified by
-    reading them back rather than by the target's ``checksum`` (a remote command costs tens of
-    milliseconds, more than reading a small file).
+    reading them back rather than by the target's ``checksum`` (default 64 KiB: below that, three
+    SFTP round trips cost less than starting a hashing process on the cluster).
     """
 
     def __init__(
@@ -223,7 +223,7 @@ class Stager:
         queue_depth: int = 4,
         chunk_size: int = 1 * MiB,
         resumable_size: int = 8 * MiB,
-        readback_below: int = 1 * MiB,
+        readback_below: int = 64 * 1024,
         on_event: Callable[[StagingEvent], Any] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -273,8 +273,8 @@ class Stager:
             await f.close()
 
     async def _target_sha256(self, path: str, size: int | None = None) -> str:
-        """SHA-256 of a file on the target: computed there when the target can and the file is large
-        (a remote command costs tens of milliseconds), else by reading it back."""
+        """SHA-256 of a file on the target: computed there when the target can and the file is not
+        tiny (see ``readback_below``), else by reading it back."""
         checksum = getattr(self.target, "checksum", None)
         if checksum is not None and (size is None or size >= self.readback_below):
             value = await checksum(path)
@@ -459,15 +459,25 @@ class Stager:
             rec.outcome = "skipped" if existed else "copied"
             return
         part, meta = dest + PART_SUFFIX, dest + META_SUFFIX
-        obj = await self.storage.stat(bucket, listed.key)
         name = posixpath.basename(dest)
         current, part_st, meta_st = (entries.get(n) for n in (name, name + PART_SUFFIX, name + META_SUFFIX))
-        rec.size = obj.size
         for p, st in ((dest, current), (part, part_st), (meta, meta_st)):
             if st is not None and not st.is_file:
                 raise InvalidName(
                     f"{rec.file}: {p} exists and is not a regular file (a symlink?); refusing to write there"
                 )
+        resumable = listed.size >= self.resumable_size
+        # The listing gives size and ETag; the recorded SHA-256 of a single-part object comes with
+        # the GET's headers. A HEAD (and, for multipart objects, the tag holding the SHA-256) is
+        # needed only to compare with a file already there, to resume, or when the ETag is no MD5.
+        need_stat = not listed.sha256 and (
+            not _PLAIN_ETAG.match(listed.etag)
+            or (current is not None and current.size == listed.size)
+            or (resumable and part_st is not None and meta_st is not None)
+        )
+        obj = await self.storage.stat(bucket, listed.key) if need_stat else listed
+        rec.size = obj.size
+        resumable = obj.size >= self.resumable_size
 
         # 1. skip when the same content is already there
         if current is not None and current.size == obj.size:
@@ -482,9 +492,11 @@ class Stager:
         # than resumable_size always start afresh (cheaper than the bookkeeping)
         offset = 0
         sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-        # the MD5 is needed only for objects without a recorded SHA-256 whose ETag is an MD5
-        hashes = (sha,) if obj.sha256 or not _PLAIN_ETAG.match(obj.etag) else (sha, md5)
-        resumable = obj.size >= self.resumable_size
+        # the MD5 is needed only for objects without a recorded SHA-256 whose ETag is an MD5; not
+        # knowing yet (no HEAD), decide when the GET's headers arrive
+        hashes: tuple[Any, ...] = (sha,) if obj.sha256 or not _PLAIN_ETAG.match(obj.etag) else (sha, md5)
+        decided = bool(obj.sha256) or need_stat
+        got_headers: dict[str, str] = {}
         if (
             resumable
             and part_st is not None
@@ -505,15 +517,19 @@ class Stager:
         elif meta_st is not None:
             await self._remove_quietly(meta)
 
-        # 3. copy the rest, hashing as it goes
+        # 3. copy the rest, hashing as it goes (the hash runs in a thread while the chunk is written)
         done = offset
         if offset < obj.size or obj.size == 0:
             f = await self.target.open(part, "ab" if offset else "wb")
             try:
 
                 async def write(chunk: bytes) -> None:
-                    await asyncio.to_thread(_update, hashes, chunk)
-                    await f.write(chunk)
+                    nonlocal hashes, decided
+                    if not decided:
+                        decided = True
+                        if _recorded_sha256(got_headers):
+                            hashes = (sha,)
+                    await asyncio.gather(asyncio.to_thread(_update, hashes, chunk), f.write(chunk))
 
                 async def progress(n: int) -> None:
                     nonlocal done
@@ -523,11 +539,17 @@ class Stager:
 
                 if offset < obj.size:
                     src = self.storage.download(
-                        bucket, obj.key, offset=offset, if_match=obj.etag, chunk_size=self.chunk_size
+                        bucket,
+                        obj.key,
+                        offset=offset,
+                        if_match=obj.etag,
+                        chunk_size=self.chunk_size,
+                        headers=got_headers,
                     )
                     await self._pump(src, write, progress)
             finally:
                 await f.close()
+        expected = obj.sha256 or _recorded_sha256(got_headers)
 
         # 4. verify, then move into place
         got = sha.hexdigest()
@@ -537,8 +559,8 @@ class Stager:
             raise IntegrityError(
                 f"{rec.file}: received {done} bytes, expected {obj.size}; run the staging again"
             )
-        if obj.sha256:
-            intact = got == obj.sha256
+        if expected:
+            intact = got == expected
         else:  # objects not uploaded through HEROES: a single-part object's ETag is its MD5
             intact = not _PLAIN_ETAG.match(obj.etag) or md5.hexdigest() == obj.etag
         if not intact:
@@ -720,6 +742,12 @@ def _root(instance_dir: str, subdir: str) -> str:
     if "\x00" in instance_dir or "/../" in instance_dir + "/" or instance_dir.rstrip("/") == "":
         raise InvalidName("the instance directory must not contain '..' or NUL and must not be '/'")
     return names.confine_path(instance_dir, subdir) if subdir else posixpath.normpath(instance_dir)
+
+
+def _recorded_sha256(headers: dict[str, str]) -> str | None:
+    """The SHA-256 recorded in an object's metadata, from its GET response headers."""
+    value = headers.get("x-amz-meta-" + SHA256_META, "").strip().lower()
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
 
 
 def _update(hashes: tuple[Any, ...], chunk: bytes) -> None:

@@ -238,7 +238,11 @@ class Storage(LoggingConfigurable):
         length: int | None = None,
         if_match: str | None = None,
         chunk_size: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> AsyncIterator[bytes]:
+        """Stream an object (or a range of it) as chunks; with *headers* (a dict), fill it with the
+        response's headers (lower-case names) before the first chunk, so a caller learns the
+        object's recorded SHA-256 (``x-amz-meta-heroes-sha256``) without a separate HEAD."""
         raise NotImplementedError
 
     async def upload(
