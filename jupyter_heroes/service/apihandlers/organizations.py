@@ -9,7 +9,8 @@ credentials; the secret key is stored encrypted and never returned).
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 
@@ -23,6 +24,11 @@ from ..views import find_org, org_view
 SCOPE = "organizations:manage"
 TAG = "HEROES admin"
 
+#: every endpoint here: held in the platform organization, not confined to the caller's organization
+platform_endpoint = partial(endpoint, scope=SCOPE, platform=True, org=False)
+
+_Row = TypeVar("_Row", orm.OrgClient, orm.OrgServer)
+
 
 class PlatformHandler(APIHandler):
     tag = TAG
@@ -34,6 +40,17 @@ class PlatformHandler(APIHandler):
         self.audit_org_id, self.audit_org_name = org.id, org.name
         self.ecs_fields["heroes.organization"] = org.name
         return org
+
+    def rows(self, model: type[_Row], target: orm.Organization, order: Any) -> list[_Row]:
+        """*target*'s rows of *model* (clients or servers), in *order*."""
+        return list(self.db.scalars(select(model).where(model.org_id == target.id).order_by(order)))
+
+    def remove(self, row: _Row | None, target: orm.Organization, what: str) -> None:
+        """Delete *row* if it belongs to *target*; 404 naming *what* otherwise."""
+        if row is None or row.org_id != target.id:
+            raise not_found(f"{what} of organization '{target.name}'")
+        self.db.delete(row)
+        self.db.commit()
 
 
 def client_view(c: orm.OrgClient, org: orm.Organization) -> dict[str, Any]:
@@ -62,22 +79,16 @@ def server_view(sv: orm.OrgServer, org: orm.Organization) -> dict[str, Any]:
 class OrganizationListAPIHandler(PlatformHandler):
     path = "/heroes/admin/organizations"
 
-    @endpoint(
+    @platform_endpoint(
         summary="List organizations",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         response=schemas.ORGANIZATION_LIST,
     )
     def get(self) -> list[dict[str, Any]]:
         q = select(orm.Organization).order_by(orm.Organization.name)
         return [org_view(self.db, o) for o in self.db.scalars(q)]
 
-    @endpoint(
+    @platform_endpoint(
         summary="Create an organization",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         body=schemas.ORGANIZATION_CREATE,
         response=schemas.ORGANIZATION,
         status=201,
@@ -105,17 +116,12 @@ class OrganizationListAPIHandler(PlatformHandler):
 class OrganizationAPIHandler(PlatformHandler):
     path = "/heroes/admin/organizations/{org}"
 
-    @endpoint(
-        summary="Get an organization", scope=SCOPE, platform=True, org=False, response=schemas.ORGANIZATION
-    )
+    @platform_endpoint(summary="Get an organization", response=schemas.ORGANIZATION)
     def get(self, org: str) -> dict[str, Any]:
         return org_view(self.db, self.target(org))
 
-    @endpoint(
+    @platform_endpoint(
         summary="Delete an organization and everything it holds",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         status=204,
         action="organization.delete",
         errors=(409,),
@@ -136,23 +142,16 @@ class OrganizationAPIHandler(PlatformHandler):
 class ClientListAPIHandler(PlatformHandler):
     path = "/heroes/admin/organizations/{org}/clients"
 
-    @endpoint(
+    @platform_endpoint(
         summary="List an organization's API clients",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         response=schemas.CLIENT_LIST,
     )
     def get(self, org: str) -> list[dict[str, Any]]:
         target = self.target(org)
-        q = select(orm.OrgClient).where(orm.OrgClient.org_id == target.id).order_by(orm.OrgClient.client_id)
-        return [client_view(c, target) for c in self.db.scalars(q)]
+        return [client_view(c, target) for c in self.rows(orm.OrgClient, target, orm.OrgClient.client_id)]
 
-    @endpoint(
+    @platform_endpoint(
         summary="Create an API client for an organization (the secret is returned once)",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         body=schemas.CLIENT_CREATE,
         response=schemas.CLIENT_CREATED,
         status=201,
@@ -180,11 +179,8 @@ class ClientAPIHandler(PlatformHandler):
     path = "/heroes/admin/organizations/{org}/clients/{client_id}"
     path_params = {"org": schemas.REF, "client_id": {"type": "string", "pattern": r"^[a-z0-9-]{1,128}$"}}
 
-    @endpoint(
+    @platform_endpoint(
         summary="Delete an organization's API client",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         status=204,
         action="client.delete",
     )
@@ -196,33 +192,23 @@ class ClientAPIHandler(PlatformHandler):
                 orm.OrgClient.org_id == target.id, orm.OrgClient.client_id == client_id
             )
         )
-        if c is None:
-            raise not_found(f"Client '{client_id[:128]}' of organization '{target.name}'")
-        self.db.delete(c)
-        self.db.commit()
+        self.remove(c, target, f"Client '{client_id[:128]}'")
         return None
 
 
 class ServerListAPIHandler(PlatformHandler):
     path = "/heroes/admin/organizations/{org}/servers"
 
-    @endpoint(
+    @platform_endpoint(
         summary="List an organization's object-store servers",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         response=schemas.SERVER_LIST,
     )
     def get(self, org: str) -> list[dict[str, Any]]:
         target = self.target(org)
-        q = select(orm.OrgServer).where(orm.OrgServer.org_id == target.id).order_by(orm.OrgServer.id)
-        return [server_view(sv, target) for sv in self.db.scalars(q)]
+        return [server_view(sv, target) for sv in self.rows(orm.OrgServer, target, orm.OrgServer.id)]
 
-    @endpoint(
+    @platform_endpoint(
         summary="Register an object-store server for an organization",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         body=schemas.SERVER_CREATE,
         response=schemas.SERVER,
         status=201,
@@ -257,11 +243,8 @@ class ServerAPIHandler(PlatformHandler):
     path = "/heroes/admin/organizations/{org}/servers/{server_id}"
     path_params = {"org": schemas.REF, "server_id": {"type": "integer", "minimum": 1, "maximum": 2147483647}}
 
-    @endpoint(
+    @platform_endpoint(
         summary="Remove an organization's object-store server",
-        scope=SCOPE,
-        platform=True,
-        org=False,
         status=204,
         action="server.delete",
     )
@@ -269,11 +252,7 @@ class ServerAPIHandler(PlatformHandler):
         self.audit(server_id)
         target = self.target(org)
         sid = self.int_arg(server_id, "Server")
-        sv = self.db.get(orm.OrgServer, sid)
-        if sv is None or sv.org_id != target.id:
-            raise not_found(f"Server {sid} of organization '{target.name}'")
-        self.db.delete(sv)
-        self.db.commit()
+        self.remove(self.db.get(orm.OrgServer, sid), target, f"Server {sid}")
         return None
 
 
