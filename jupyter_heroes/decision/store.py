@@ -335,12 +335,14 @@ def link_submission(
     session.flush()
 
 
-def predicted_cost(session: Session, decision_id: str, cluster: str, queue: str) -> tuple[int, str] | None:
+def predicted_cost(
+    session: Session, decision_id: str, cluster: str, queue: str, *, org_id: int | None = None
+) -> tuple[int, str] | None:
     """The predicted cost of running the decision's workflow on *cluster*/*queue*, as (cents,
-    currency), or None when the decision, the candidate, or its price is unknown. Callers check the
-    organization first (:func:`link_submission` does)."""
+    currency), or None when the decision (of *org_id*, when given), the candidate, or its price is
+    unknown. :func:`link_submission` checks the organization too."""
     row = session.get(DecisionRow, decision_id) if isinstance(decision_id, str) else None
-    if row is None:
+    if row is None or (org_id is not None and row.org_id != org_id):
         return None
     try:
         cluster, queue = _resolve_queue(row, cluster, queue)

@@ -191,6 +191,8 @@ def test_predicted_cost_is_the_candidates_whole_workflow_cost(db):
         assert cur == "EUR" and cents == round(float(rows["fast/q"]["cost"]) * 100) and cents > 0
         assert store.predicted_cost(s, did, "tiny", "q") is None  # not ranked
         assert store.predicted_cost(s, "f" * 32, "fast", "q") is None
+        assert store.predicted_cost(s, did, "fast", "q", org_id=db.ids.orgs["globex"]) is None
+        assert store.predicted_cost(s, did, "fast", "q", org_id=db.ids.orgs["acme"]) == (cents, cur)
 
 
 def test_performance_sets_predictions_beside_the_jobs_outcomes(db):
