@@ -129,6 +129,16 @@ class HeroesExtension(ExtensionApp):
         limit). Larger bodies are answered 413 'body_too_large' without reaching the service.""",
     ).tag(config=True)
 
+    max_upload_size = Integer(
+        100 * 1024**3,
+        help="""Largest file streamed to the HEROES service's upload endpoint
+        (POST .../organization/data/upload), in bytes (default 100 GiB, like the service's
+        c.HeroesService.max_upload_size; keep the two equal). The body is passed on chunk by chunk
+        as it arrives, never held whole; it must declare its size with Content-Length (411
+        otherwise) and a larger one is answered 413 'upload_too_large' before a byte is read.
+        max_body_size does not apply to it.""",
+    ).tag(config=True)
+
     verify_tls = Bool(
         True,
         help="""Check the HEROES service's TLS certificate when service_url is https:// (default True).
@@ -152,6 +162,12 @@ class HeroesExtension(ExtensionApp):
     def _positive_body(self, proposal: Any) -> int:
         if proposal["value"] < 1024:
             raise TraitError("c.HeroesExtension.max_body_size must be at least 1024 bytes")
+        return proposal["value"]
+
+    @validate("max_upload_size")
+    def _positive_upload(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError("c.HeroesExtension.max_upload_size must be at least 1 byte")
         return proposal["value"]
 
     _upstream: ServiceUpstream | None = None

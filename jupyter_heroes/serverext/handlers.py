@@ -4,6 +4,14 @@ The browser talks to its own Jupyter server (same origin, the server's login and
 the handler sends the request on to the HEROES service with the server's token and copies the
 answer back: status code and body unchanged, a short list of headers, never cookies either way.
 An event stream (``text/event-stream``) is passed on chunk by chunk as it arrives.
+
+Request bodies are read as they arrive (``@stream_request_body``). An upload to the data API
+(:data:`STREAMED_UPLOADS`) is passed on to the service chunk by chunk through a queue of at most
+:data:`FEED_CHUNKS` chunks, so the server holds about a megabyte of it whatever its size; it must
+declare its size (``Content-Length``, checked against ``c.HeroesExtension.max_upload_size`` before
+a byte is read, like the service does). Authentication and authorization are checked before the
+first byte goes on. Every other body is collected up to ``c.HeroesExtension.max_body_size`` and
+refused (413) beyond it, as soon as the declared or received size says so.
 """
 
 from __future__ import annotations
@@ -11,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import httpx
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import ensure_async
 from tornado import web
 from tornado.httputil import responses
 from tornado.iostream import StreamClosedError
@@ -35,9 +45,15 @@ FLUSH_BYTES = 64 * 1024
 #: bytes of a non-JSON error answer kept for the log
 ERROR_EXCERPT = 300
 
+#: (method, API path) of the requests whose body is streamed to the service as it arrives
+STREAMED_UPLOADS = frozenset({("POST", "/organization/data/upload")})
+#: chunks (tornado reads at most 64 KiB at a time) queued between the browser and the service
+FEED_CHUNKS = 16
+
 _PHRASE_RE = re.compile(r"[^a-z0-9]+")
 
 
+@web.stream_request_body
 class HeroesProxyHandler(APIHandler):
     """Forwards GET/POST/PUT/PATCH/DELETE under ``heroes/api/v1`` to the HEROES service."""
 
@@ -46,6 +62,124 @@ class HeroesProxyHandler(APIHandler):
     def initialize(self, extension: HeroesExtension) -> None:
         self.extension = extension
         self._pump: asyncio.Task[None] | None = None
+        self._body = bytearray()
+        self._received = 0
+        self._feed: asyncio.Queue[bytes | None] | None = None
+        self._answered: asyncio.Event | None = None
+        self._body_done: asyncio.Event | None = None
+
+    # --- the request body, as it arrives --------------------------------------------------------------
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        ext = self.extension
+        method = (self.request.method or "GET").upper()
+        path = self.path_args[0] if self.path_args else None
+        if (method, (path or "").rstrip("/")) in STREAMED_UPLOADS:
+            await self._start_upload(_check_path(path or ""))
+            return
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > ext.max_body_size:
+            raise self._too_large(int(declared))
+
+    def _too_large(self, size: int) -> ProxyError:
+        return ProxyError(
+            413,
+            f"The request body is {size} bytes; the HEROES API accepts at most "
+            f"{self.extension.max_body_size} (c.HeroesExtension.max_body_size). Upload large files to your "
+            "storage instead of sending them through the API.",
+            "body_too_large",
+        )
+
+    async def _start_upload(self, api_path: str) -> None:
+        """Check who asks and the declared size, then start the request to the service; the body
+        follows through :meth:`data_received` as the browser sends it."""
+        ext = self.extension
+        user = self.current_user
+        if not user:
+            raise ProxyError(
+                403,
+                "You are not logged in to this Jupyter server: reload the page to log in again",
+                "not_authenticated",
+            )
+        if not await ensure_async(self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)):
+            raise ProxyError(
+                403, f"User is not authorized to write on resource: {AUTH_RESOURCE}.", "forbidden"
+            )
+        headers = self.request.headers
+        declared = headers.get("Content-Length", "").strip()
+        if "Transfer-Encoding" in headers or not declared:
+            raise ProxyError(
+                411,
+                "Send the file with a Content-Length header (its size in bytes); chunked uploads are not "
+                "accepted, the size is checked against your quota before the upload starts.",
+                "length_required",
+            )
+        if not declared.isdigit():
+            raise ProxyError(400, "Content-Length must be a whole number of bytes", "invalid_field")
+        size = int(declared)
+        if size > ext.max_upload_size:
+            raise ProxyError(
+                413,
+                f"The file is {size} bytes, more than the largest upload of {ext.max_upload_size} bytes "
+                "(c.HeroesExtension.max_upload_size); split it, or ask for a presigned URL.",
+                "upload_too_large",
+            )
+        if self.request.connection is not None:
+            self.request.connection.set_max_body_size(max(size, 1))  # type: ignore[attr-defined]
+        upstream = ext.upstream()  # raises ProxyError 503 not_configured
+        self._feed = asyncio.Queue(FEED_CHUNKS)
+        self._answered = asyncio.Event()
+        self._body_done = asyncio.Event()
+        self._pump = asyncio.ensure_future(
+            self._relay(upstream, api_path, self._feed_body(self._feed), stream=False, content_length=size)
+        )
+
+    @staticmethod
+    async def _feed_body(feed: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await feed.get()
+            if chunk is None:
+                return
+            yield chunk
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._feed is None:
+            # past the limit, count but keep nothing: the method answers 413 once the body is in
+            self._received += len(chunk)
+            if self._received <= self.extension.max_body_size:
+                self._body += chunk
+            else:
+                self._body = bytearray()
+            return
+        pump, answered = self._pump, self._answered
+        assert pump is not None and answered is not None
+        if pump.done() or answered.is_set():
+            return  # the service answered (or failed) already: the rest of the body has nowhere to go
+        try:
+            self._feed.put_nowait(chunk)
+            return
+        except asyncio.QueueFull:
+            pass
+        # the service reads slower than the browser sends: wait (tornado reads no more meanwhile)
+        put = asyncio.ensure_future(self._feed.put(chunk))
+        early = asyncio.ensure_future(answered.wait())
+        try:
+            await asyncio.wait({put, early, pump}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (put, early):
+                if not t.done():
+                    t.cancel()
+
+    async def _finish_upload(self) -> None:
+        pump, feed = self._pump, self._feed
+        assert pump is not None and feed is not None and self._body_done is not None
+        if not pump.done() and not (self._answered and self._answered.is_set()):
+            end = asyncio.ensure_future(feed.put(None))
+            await asyncio.wait({end, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if not end.done():
+                end.cancel()
+        self._body_done.set()
+        await self._await_pump()
 
     # --- errors: {message, reason}, never a traceback ---------------------------------------------
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -88,6 +222,9 @@ class HeroesProxyHandler(APIHandler):
     @web.authenticated
     @authorized
     async def post(self, path: str | None = None) -> None:
+        if self._feed is not None:
+            await self._finish_upload()
+            return
         await self.forward(path)
 
     @web.authenticated
@@ -109,20 +246,18 @@ class HeroesProxyHandler(APIHandler):
     async def forward(self, path: str | None) -> None:
         ext = self.extension
         api_path = _check_path(path or "")
-        body = self.request.body or None
-        if body is not None and len(body) > ext.max_body_size:
-            raise ProxyError(
-                413,
-                f"The request body is {len(body)} bytes; the HEROES API accepts at most "
-                f"{ext.max_body_size} (c.HeroesExtension.max_body_size). Upload large files to your "
-                "storage instead of sending them through the API.",
-                "body_too_large",
-            )
+        if self._received > ext.max_body_size:
+            raise self._too_large(self._received)
+        body = bytes(self._body) or None
+        self._body = bytearray()
         upstream = ext.upstream()  # raises ProxyError 503 not_configured
         wants_stream = "text/event-stream" in self.request.headers.get("Accept", "")
         self._pump = asyncio.ensure_future(
             self._relay(upstream, api_path, body, stream=wants_stream and self.request.method == "GET")
         )
+        await self._await_pump()
+
+    async def _await_pump(self) -> None:
         try:
             await self._pump
         except asyncio.CancelledError:
@@ -133,7 +268,15 @@ class HeroesProxyHandler(APIHandler):
         finally:
             self._pump = None
 
-    async def _relay(self, upstream: Any, api_path: str, body: bytes | None, *, stream: bool) -> None:
+    async def _relay(
+        self,
+        upstream: Any,
+        api_path: str,
+        body: bytes | AsyncIterator[bytes] | None,
+        *,
+        stream: bool,
+        content_length: int | None = None,
+    ) -> None:
         method = self.request.method or "GET"
         async with upstream.open(
             method,
@@ -141,8 +284,14 @@ class HeroesProxyHandler(APIHandler):
             query=self.request.query,
             headers=self.request.headers,
             body=body,
+            content_length=content_length,
             stream=stream,
         ) as r:
+            if self._answered is not None and self._body_done is not None:
+                # a streamed upload: answer only once the browser's body is all in (an early answer
+                # from the service, an error, waits; the rest of the body is dropped meanwhile)
+                self._answered.set()
+                await self._body_done.wait()
             content_type = r.headers.get("content-type", "")
             if r.status_code >= 400 and not _is_json(content_type):
                 await self._not_json(r, method, api_path)

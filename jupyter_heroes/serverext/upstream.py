@@ -12,7 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 import httpx
@@ -110,13 +110,16 @@ class ServiceUpstream:
         *,
         query: str = "",
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | AsyncIterable[bytes] | None = None,
+        content_length: int | None = None,
         stream: bool = False,
     ) -> AsyncIterator[httpx.Response]:
         """Send the request and yield the service's answer with its body not yet read.
 
         *headers* are filtered through :data:`FORWARD_REQUEST_HEADERS`; *stream* selects the
         timeouts of an event stream (idle time between chunks instead of a whole-request limit).
+        *body* may be an async iterator of chunks, sent as they come with the *content_length*
+        declared (never chunked: the service wants to know an upload's size before it starts).
         """
         if not self.token:
             raise ProxyError(
@@ -128,6 +131,8 @@ class ServiceUpstream:
         out = {k: v for k, v in (headers or {}).items() if k.lower() in FORWARD_REQUEST_HEADERS}
         out["Authorization"] = f"token {self.token}"
         out["Accept-Encoding"] = "identity"
+        if content_length is not None:
+            out["Content-Length"] = str(content_length)
         url = self.url(api_path) + (f"?{query}" if query else "")
         where = urlsplit(self.base_url).netloc
         t0 = time.monotonic()

@@ -10,6 +10,7 @@ service can show (identity, organizations, its own errors, XSRF) is tested throu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -133,6 +134,37 @@ class BrokenStreamHandler(Recorder):
         self.request.connection.close()
 
 
+@web.stream_request_body
+class UploadHandler(web.RequestHandler):
+    """The service's streamed upload, as far as the proxy can tell: the body is hashed as it arrives
+    and never kept; the answer gives its size and SHA-256."""
+
+    def initialize(self, standin: StandIn) -> None:
+        self.standin = standin
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def prepare(self) -> None:
+        self.standin.requests.append(
+            {
+                "method": self.request.method,
+                "path": self.request.path,
+                "query": self.request.query,
+                "headers": dict(self.request.headers),
+                "body": b"",
+            }
+        )
+        self.request.connection.set_max_body_size(1 << 40)  # type: ignore[union-attr]
+
+    def data_received(self, chunk: bytes) -> None:
+        self.sha.update(chunk)
+        self.size += len(chunk)
+
+    def post(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"size": self.size, "sha256": self.sha.hexdigest()}))
+
+
 class StandIn:
     """The HTTP server (in a thread with its own event loop); ``url`` is the service URL to configure."""
 
@@ -160,6 +192,7 @@ class StandIn:
                 (PREFIX + r"/big", BigHandler, kw),
                 (PREFIX + r"/events", EventsHandler, kw),
                 (PREFIX + r"/broken-stream", BrokenStreamHandler, kw),
+                (PREFIX + r"/organization/data/upload", UploadHandler, kw),
             ]
         )
 
@@ -216,7 +249,8 @@ def standin() -> Iterator[StandIn]:
 
 @pytest.fixture(scope="module")
 def jpserver(standin: StandIn) -> Iterator[JupyterServer]:
-    """A Jupyter server whose extension forwards to the stand-in (short timeouts, 4 KiB body limit)."""
+    """A Jupyter server whose extension forwards to the stand-in (short timeouts, 4 KiB body limit,
+    300 MB upload limit)."""
     server = JupyterServer(
         standin.url,
         UPSTREAM_TOKEN,
@@ -224,6 +258,7 @@ def jpserver(standin: StandIn) -> Iterator[JupyterServer]:
             "--HeroesExtension.request_timeout=2",
             "--HeroesExtension.connect_timeout=2",
             "--HeroesExtension.max_body_size=4096",
+            "--HeroesExtension.max_upload_size=300000000",
         ],
     )
     with server:
