@@ -698,6 +698,12 @@ class HeroesClient:
         """The organization's enrolled clusters with their queues (needs ``clusters:manage``)."""
         return self.request("GET", "/organization/admin/cluster")
 
+    def workflow_clusters(self) -> list[dict[str, Any]]:
+        """Where you may submit (needs only ``submit``): your organization's clusters and the
+        provider clusters of its enabled offers (``provider/cluster``), each with ``queues`` (name,
+        limits), ``own`` and, for offers, ``offer`` (id, name, version, currency, price, terms)."""
+        return self.request("GET", "/organization/workflow/clusters")
+
     def cluster_choices(self) -> dict[str, list[str]]:
         """Cluster name -> queue names you can submit to, as far as you may know: the enrolled
         clusters when you manage them, else the clusters your earlier workflows ran on."""

@@ -12,6 +12,8 @@ Everything goes through the REST API as the users would; the only direct look is
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from decimal import Decimal
@@ -19,9 +21,8 @@ from typing import Any
 
 import pytest
 
+from jupyter_heroes.testing.base import read_pidfile
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
-
-from .test_service_crash import kill_service, wait_back
 
 pytestmark = [pytest.mark.slurm, pytest.mark.hub]
 FINAL = ("completed", "failed", "cancelled")
@@ -173,6 +174,24 @@ class Market:
         return [r for r in self.ok("admin", "GET", "/organization/usage/records") if r["instance_id"] == iid]
 
 
+def kill_service(hub) -> int:
+    pid = read_pidfile(hub.service_pid_file)
+    assert pid, "no service pid"
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def wait_back(hub, token: str, old_pid: int, timeout: float = 60) -> None:
+    """Until JupyterHub has restarted the service (a new pid that answers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = read_pidfile(hub.service_pid_file)
+        if pid and pid != old_pid and hub.api("GET", "/organization/auth/me", token).status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the hub did not restart the service")
+
+
 def cents(amount: str | Decimal) -> int:
     return int(Decimal(amount) * 100)
 
@@ -199,6 +218,15 @@ def test_cluster_list_shows_own_and_enabled_offers_only(market):
     assert c["own"] is False and c["provider"] == market.vendor
     assert [q["name"] for q in c["queues"]] == ["debug"]  # the long offer is not enabled
     assert c["offer"]["id"] == market.offers["debug"]["id"] and c["offer"]["price"]["core_hour"] == "36.00"
+    from jupyter_heroes.client import HeroesClient
+
+    client = HeroesClient(
+        market.hub.api_url.rsplit("/api/v1", 1)[0] + "/", market.tokens["res"], market.client
+    )
+    try:
+        assert client.workflow_clusters() == got
+    finally:
+        client.close()
     text = repr(got)
     for secret in ("BEGIN OPENSSH", "ssh-ed25519", "127.0.0.1", "heroes"):
         assert secret not in text, f"{secret} leaked in the cluster list"
@@ -258,6 +286,11 @@ def test_offer_run_on_slurm_ledger_report_revenue_and_budget_agree(market):
     assert not live
     assert cents(b["spent"]) == sum(cents(r["cost"]) for r in all_records)
     assert b["reserved"] == "0.00"
+    print(
+        f"e2e {market.tag}: reserved {res['holds'][0]['reserved']} EUR, ledger {rec['cost']} EUR "
+        f"({rec['core_hours']} core-h, v{rec['offer_version']}), report {by_offer[f'{market.tag}-debug']['cost']}, "
+        f"revenue {row['revenue']}, budget spent {b['spent']} reserved {b['reserved']}"
+    )
     # the history shows both versions
     versions = market.ok("pub", "GET", f"/marketplace/offers/{market.offers['debug']['id']}/versions")
     assert [(v["version"], v["price"]["core_hour"]) for v in versions] == [(1, "36.00"), (2, "360.00")]
