@@ -69,7 +69,7 @@ class UsersSection(Section):
     def refresh(self) -> None:
         users = self.api.users()
         self.listing.value = table(
-            users, ["username", "roles", "projects", "email"], css="heroes-user-list", key="username"
+            users, ["name", "full_name", "roles", "projects", "email"], css="heroes-user-list", key="name"
         )
 
     def add(self) -> None:
@@ -271,8 +271,9 @@ class ClustersSection(Section):
         )
         current = self.check_picker.value
         self.check_picker.options = [(c["name"], c["id"]) for c in clusters]
-        if current in [c["id"] for c in clusters]:
-            self.check_picker.value = current
+        ids = [c["id"] for c in clusters]
+        if ids:
+            self.check_picker.value = current if current in ids else ids[-1]
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -651,10 +652,11 @@ class AuditSection(Section):
 
     def refresh(self) -> None:
         rows = self.api.audit(limit=50)
-        if isinstance(rows, Mapping):  # a page: {"entries": [...], "next": ...}
-            rows = rows.get("entries") or rows.get("items") or []
         self.listing.value = table(
-            rows, ["time", "user", "action", "target", "status", "outcome", "reason"], css="heroes-audit-list"
+            [{**e, "reason": (e.get("detail") or {}).get("reason", "")} for e in rows],
+            ["ts", "user", "action", "target", "status", "outcome", "reason"],
+            css="heroes-audit-list",
+            row_attrs=lambda e: {"data-action": str(e.get("action")), "data-outcome": str(e.get("outcome"))},
         )
 
 

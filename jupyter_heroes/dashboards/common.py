@@ -44,6 +44,9 @@ def cell(value: Any) -> str:
     """A value as table text: lists joined, mappings as ``k=v``, booleans as yes/no."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, Mapping) and "name" in value:  # a role, project or member with its source
+        extra = f" ({value['source']})" if value.get("source") not in (None, "local") else ""
+        return f"{value['name']}{extra}"
     if isinstance(value, Mapping):
         return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
     if isinstance(value, list | tuple | set):
@@ -112,7 +115,12 @@ def text(description: str, css: str, placeholder: str = "", value: str = "", wid
 
 
 def button(description: str, css: str, style: str = "", tooltip: str = "") -> w.Button:
-    b = w.Button(description=description, button_style=style, tooltip=tooltip or description)
+    b = w.Button(
+        description=description,
+        button_style=style,
+        tooltip=tooltip or description,
+        layout=w.Layout(width="auto", align_self="flex-start"),
+    )
     b.add_class(css)
     return b
 
