@@ -26,8 +26,14 @@ STATUS_TEXT = {
     403: "Authenticated, but missing the required scope in the selected organization",
     404: "No such object in the selected organization (or no such organization)",
     409: "Conflicts with an existing object, or owned by the identity provider",
+    411: "Length required: send the body with a Content-Length header (chunked bodies are refused)",
+    413: "Too large: the declared body exceeds the upload limit or the remaining quota",
+    502: "A backend (the organization's object store, a cluster) refused or failed the request",
     503: "The service is not configured for this (e.g. no encryption key)",
 }
+
+#: an opaque body or answer: the bytes of a file
+BINARY = {"type": "string", "format": "binary"}
 
 DESCRIPTION = f"""REST API of Jupyter HEROES, served by the HEROES JupyterHub service.
 
@@ -108,11 +114,26 @@ def _operation(path: str, handler: type[APIHandler], method: str, ep: Endpoint) 
             "required": True,
             "content": {"application/json": {"schema": copy.deepcopy(ep.body)}},
         }
+    # handlers that take or give raw bytes say so: ``binary_request`` / ``binary_response`` name the
+    # method, ``binary_headers`` the answer's headers
+    if getattr(handler, "binary_request", None) == method:
+        op["requestBody"] = {
+            "required": True,
+            "description": "the file's bytes, sent with Content-Length (streamed, never chunked)",
+            "content": {"application/octet-stream": {"schema": dict(BINARY)}},
+        }
     ok: dict[str, Any] = {
         "description": "OK" if ep.status == 200 else ("Created" if ep.status == 201 else "Done")
     }
     if ep.status != 204 and ep.response is not None:
         ok["content"] = {"application/json": {"schema": copy.deepcopy(ep.response)}}
+    if getattr(handler, "binary_response", None) == method:
+        ok["content"] = {"application/octet-stream": {"schema": dict(BINARY)}}
+        headers = getattr(handler, "binary_headers", {})
+        if headers:
+            ok["headers"] = {
+                name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+            }
     op["responses"][str(ep.status)] = ok
     codes = {400, 401, 403, *ep.errors}
     if ep.org or _PARAM_RE.search(path):

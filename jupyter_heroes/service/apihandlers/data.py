@@ -440,10 +440,19 @@ class ObjectListAPIHandler(DataHandler):
 
 class DownloadAPIHandler(DataHandler):
     path = "/organization/data/download"
+    #: the answer is the object's bytes (documented as application/octet-stream)
+    binary_response = "get"
+    binary_headers = {
+        "Content-Length": "the object's size in bytes",
+        "ETag": "the object's ETag in the object store",
+        "X-Heroes-Sha256": "the SHA-256 of the content, when recorded at upload",
+        "Content-Disposition": "attachment, with the key's last segment as file name",
+    }
 
     @endpoint(
         summary="Download an object (streamed, application/octet-stream)",
         query={**BUCKET_QUERY, "key": KEY},
+        errors=(502, 503),
     )
     async def get(self) -> None:
         """The answer is the object's bytes (``Content-Type: application/octet-stream``,
@@ -503,6 +512,8 @@ class UploadAPIHandler(DataHandler):
     queue is full."""
 
     path = "/organization/data/upload"
+    #: the request body is the file's bytes (documented as application/octet-stream)
+    binary_request = "post"
     _task: asyncio.Task[Any] | None = None
     _expected: int | None = None  # Content-Length, once checked
     _received = 0
@@ -515,7 +526,7 @@ class UploadAPIHandler(DataHandler):
         response=UPLOADED,
         status=201,
         action="data.upload",
-        errors=(409,),
+        errors=(409, 411, 413, 502, 503),
     )
     async def post(self) -> dict[str, Any]:
         """Send the file's bytes as the request body (any ``Content-Type``; it is stored with the
