@@ -585,12 +585,14 @@ class ReportsSection(Section):
         self.figure = w.Output()
         self.performance = w.HTML()
         self.performance.add_class("heroes-performance")
+        self.performance_figure = w.Output()
         return [
             w.HBox([self.by, self.period, self.show_button]),
             self.listing,
             self.figure,
-            w.HTML("<h4>Decision performance</h4>"),
+            w.HTML("<h4>Decision performance: predicted vs actual runtime</h4>"),
             self.performance,
+            self.performance_figure,
         ]
 
     def refresh(self) -> None:
@@ -618,7 +620,61 @@ class ReportsSection(Section):
                 f"<b>Decision performance {status}:</b> {esc(e.message)}</div>"
             )
             return
-        self.performance.value = render_any(perf, css="heroes-performance-table")
+        self.show_performance_rows(perf)
+
+    def show_performance_rows(self, perf: Any) -> None:
+        """Per model version: jobs, accuracy, mean absolute error, share under-predicted, interval
+        coverage; and a predicted-vs-actual scatter of every job."""
+        self.performance_figure.clear_output()
+        if not isinstance(perf, list) or not all(isinstance(g, Mapping) for g in perf):
+            self.performance.value = render_any(perf, css="heroes-performance-table")
+            return
+        rows = [{k: v for k, v in g.items() if k != "jobs"} for g in perf]
+        self.performance.value = table(
+            rows,
+            ["model_version", "count", "accuracy", "mae_s", "under_predicted_share", "coverage"],
+            css="heroes-performance-table",
+            key="model_version",
+            empty="no finished job was submitted from a decision yet",
+        )
+        jobs = [j for g in perf for j in g.get("jobs", []) if "predicted_s" in j and "actual_s" in j]
+        if jobs:
+            show_figure(self.performance_figure, performance_figure(jobs))
+
+
+def performance_figure(jobs: list[Mapping[str, Any]]) -> Any:
+    """Predicted (with its interval) against actual runtime, one point per job, per model version,
+    and the diagonal where a prediction is exact."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for version in sorted({str(j.get("model_version", "")) for j in jobs}):
+        mine = [j for j in jobs if str(j.get("model_version", "")) == version]
+        fig.add_trace(
+            go.Scatter(
+                name=version or "model",
+                mode="markers",
+                x=[j["actual_s"] for j in mine],
+                y=[j["predicted_s"] for j in mine],
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [
+                        max(0.0, j.get("predicted_high_s", j["predicted_s"]) - j["predicted_s"]) for j in mine
+                    ],
+                    "arrayminus": [
+                        max(0.0, j["predicted_s"] - j.get("predicted_low_s", j["predicted_s"])) for j in mine
+                    ],
+                },
+                text=[f"{j.get('template', '')} {j.get('cluster', '')}/{j.get('queue', '')}" for j in mine],
+            )
+        )
+    top = max(max(j["actual_s"], j["predicted_s"]) for j in jobs) or 1.0
+    fig.add_trace(go.Scatter(name="exact", mode="lines", x=[0, top], y=[0, top], line={"dash": "dot"}))
+    fig.update_layout(
+        title="Predicted vs actual runtime", xaxis_title="actual (s)", yaxis_title="predicted (s)"
+    )
+    return fig
 
 
 def render_any(value: Any, css: str = "") -> str:

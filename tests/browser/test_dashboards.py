@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from jupyter_heroes.client import HeroesClient
 from jupyter_heroes.serverext.testing import REPO_DIR
 from jupyter_heroes.testing.base import free_port
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
@@ -88,6 +89,8 @@ def apps(hub_factory, tmp_path_factory):
         "queues": [{"name": "debug"}],
     }
     ok(hub.api("POST", "/organization/admin/cluster", padmin, local, org=PROVIDER))
+    own = {**local, "name": "own", "scratch_root": str(work / "own-scratch")}
+    ok(hub.api("POST", "/organization/admin/cluster", tokens[ADMIN], own, org=ORG))
     doc = yaml.safe_load((REPO_DIR / "templates" / f"{TEMPLATE}.yaml").read_text())
     ok(hub.api("POST", "/organization/admin/workflow/template", tokens[ADMIN], {"template": doc}, org=ORG))
     # the hub decides who gets into which app: its groups (install_heroes_apps' defaults)
@@ -263,6 +266,9 @@ def test_a_vendor_publishes_an_offer_that_an_admin_enables(apps, browser, screen
     finally:
         ctx.close()
 
+    # not enabled yet: not a candidate of the researcher's decision
+    assert f"{PROVIDER}/local" not in candidates(apps)
+
     # the client's org admin sees it in the admin app and enables it
     ctx, page = open_app(browser, apps, ADMIN, apps.admin_url, "heroes-admin-app")
     try:
@@ -284,3 +290,16 @@ def test_a_vendor_publishes_an_offer_that_an_admin_enables(apps, browser, screen
         ctx.close()
     enabled = apps.hub.api("GET", "/organization/admin/offers", apps.tokens[ADMIN]).json()
     assert [(e["name"], e["enabled_by"], e["accepted_version"]) for e in enabled] == [(OFFER, ADMIN, 1)]
+    # now it is a candidate of the researcher's decision, at the vendor's price
+    rows = candidates(apps)
+    assert f"{PROVIDER}/local" in rows, rows
+    assert rows[f"{PROVIDER}/local"]["queue"] == "debug"
+
+
+def candidates(apps) -> dict[str, dict]:
+    """The researcher's decision for TEMPLATE through HeroesClient.decide: cluster label -> row."""
+    client = HeroesClient(apps.hub.url + "/services/heroes/", apps.tokens[RESEARCHER])
+    df = client.decide(TEMPLATE, {"samples": 100000})
+    rows = {str(r["cluster"]): dict(r) for r in df.to_dict("records")}
+    assert "own" in rows, rows  # the organization's own cluster is always a candidate
+    return rows
