@@ -214,12 +214,14 @@ class Section(w.VBox):
 
 
 def show_figure(out: w.Output, fig: Any) -> None:
-    """Replace *out*'s content with the plotly figure *fig*."""
-    from IPython.display import display
+    """Replace *out*'s content with the plotly figure *fig*, as plotly's own mime type (drawn by the
+    ``jupyterlab-plotly`` renderer that Voila loads): set directly, so it works from any thread and
+    whatever plotly's default renderer is."""
+    import plotly.io as pio
 
-    out.clear_output(wait=True)
-    with out:
-        display(fig)
+    bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict()))
+    bundle["text/plain"] = f"<plotly figure: {fig.layout.title.text or 'chart'}>"
+    out.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
 
 def scopes_in(me: Mapping[str, Any], organization: str) -> set[str]:

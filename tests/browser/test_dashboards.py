@@ -33,6 +33,8 @@ PROVIDER = "dash-hpc"
 ADMIN = "dash-ada"
 RESEARCHER = "dash-rob"
 VENDOR = "dash-vera"
+#: a researcher an operator let into the admin app by mistake
+INTRUDER = "dash-ric"
 OFFER = "dash-debug"
 TEMPLATE = "monte-carlo-pi"
 
@@ -50,7 +52,7 @@ def apps(hub_factory, tmp_path_factory):
         )
     )
     padmin = hub.create_user(PLATFORM_ADMIN)
-    tokens = {u: hub.create_user(u) for u in (ADMIN, RESEARCHER, VENDOR)}
+    tokens = {u: hub.create_user(u) for u in (ADMIN, RESEARCHER, VENDOR, INTRUDER)}
 
     def ok(r, status=201):
         assert r.status_code == status, r.text
@@ -69,6 +71,15 @@ def apps(hub_factory, tmp_path_factory):
             "/organization/admin/users",
             padmin,
             {"username": RESEARCHER, "roles": ["researcher"]},
+            org=ORG,
+        )
+    )
+    ok(
+        hub.api(
+            "POST",
+            "/organization/admin/users",
+            padmin,
+            {"username": INTRUDER, "roles": ["researcher"]},
             org=ORG,
         )
     )
@@ -233,6 +244,40 @@ def test_a_researcher_is_refused_by_the_hub(apps, browser, screenshots_dir):
         assert response is not None and response.status == 403
     finally:
         ctx.close()
+
+
+def kernel_id(page) -> str:
+    return page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId")
+
+
+def test_the_kernel_acts_as_its_visitor(apps, browser, screenshots_dir):
+    """The hub lets a researcher in (an operator put them into the admin group): the dashboard's
+    kernel is theirs, with their identity, so it shows them nothing to administer; and they cannot
+    reach an admin's kernel."""
+    r = apps.hub.hub_api("POST", "/groups/heroes-admins/users", {"users": [INTRUDER]})
+    assert r.status_code == 200, r.text
+    ctx_i, page_i = open_app(browser, apps, INTRUDER, apps.admin_url, "heroes-admin-app")
+    ctx_a, page_a = open_app(browser, apps, ADMIN, apps.admin_url, "heroes-admin-app")
+    try:
+        app = page_i.locator(".heroes-admin-app")
+        # the service answered /me for the visitor's own token, not a service identity
+        assert f"signed in as {INTRUDER}" in app.locator(".heroes-visitor").inner_text()
+        app.locator(".heroes-notice .error", has_text=f"{INTRUDER} administers no organization").wait_for(
+            timeout=30_000
+        )
+        assert page_i.locator(".lm-TabBar-tab").count() == 0
+        page_i.screenshot(path=str(screenshots_dir / "dashboard-admin-07-no-admin-roles.png"))
+
+        # each kernel belongs to its visitor: the admin's kernel is hers alone
+        admins_kernel = kernel_id(page_a)
+        url = f"{apps.admin_url}api/kernels/{admins_kernel}"
+        assert ctx_a.request.get(url).status == 200
+        assert ctx_i.request.get(url).status == 403
+        assert ctx_i.request.delete(url).status == 403
+        assert ctx_a.request.get(url).status == 200  # still alive
+    finally:
+        ctx_i.close()
+        ctx_a.close()
 
 
 def test_a_vendor_publishes_an_offer_that_an_admin_enables(apps, browser, screenshots_dir):
