@@ -106,6 +106,14 @@ class _WindowedWriter:
                 self._ack()
         return len(view)
 
+    def seek(self, offset: int) -> int:
+        self._offset = offset
+        return offset
+
+    def flush(self) -> None:
+        while self._pending:
+            self._ack()
+
     def _ack(self) -> None:
         t, _ = self._sftp._read_response(self._pending.popleft())  # raises IOError on an error status
         if t != CMD_STATUS:

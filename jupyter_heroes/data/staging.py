@@ -211,6 +211,15 @@ class Stager:
     copy resumes; smaller ones simply start over. Files under *readback_below* bytes are verified by
     reading them back rather than by the target's ``checksum`` (default 64 KiB: below that, three
     SFTP round trips cost less than starting a hashing process on the cluster).
+
+    With *segments* > 1 (default 1: off), an input of at least *segment_threshold* bytes (still to
+    copy) moves as segments of *segment_size* bytes, *segments* at once, each with its own ranged
+    GET and its own file handle (one large file then uses several connections to the store and
+    several SFTP channels); the segments are hashed in order as they complete, at most
+    ``segments + 1`` ahead, so a large file holds about ``(2 * segments + 1) * segment_size`` bytes.
+    Its ``.part.meta`` records the complete prefix every *checkpoint_bytes*, where an interrupted copy
+    resumes. Off by default: moto_server (the test bed's store) copies the whole object for every
+    ranged GET, which makes segments far slower there; whether they pay on MinIO is not measured yet.
     """
 
     def __init__(
@@ -224,6 +233,10 @@ class Stager:
         chunk_size: int = 1 * MiB,
         resumable_size: int = 8 * MiB,
         readback_below: int = 64 * 1024,
+        segments: int = 1,
+        segment_size: int = 8 * MiB,
+        segment_threshold: int = 64 * MiB,
+        checkpoint_bytes: int = 64 * MiB,
         on_event: Callable[[StagingEvent], Any] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -237,6 +250,12 @@ class Stager:
         self.chunk_size = chunk_size
         self.resumable_size = resumable_size
         self.readback_below = readback_below
+        if segments < 1 or segment_size < 1:
+            raise ValueError("segments and segment_size must be at least 1")
+        self.segments = segments
+        self.segment_size = segment_size
+        self.segment_threshold = segment_threshold
+        self.checkpoint_bytes = checkpoint_bytes
         self.on_event = on_event
         self.log = logger or log
 
@@ -261,13 +280,17 @@ class Stager:
         with contextlib.suppress(FileNotFoundError, OSError, DataError):
             await self.target.remove(path)
 
-    async def _read_target(self, path: str) -> AsyncIterator[bytes]:
+    async def _read_target(self, path: str, limit: int | None = None) -> AsyncIterator[bytes]:
+        """The file's bytes as chunks (only the first *limit* bytes, if given)."""
+        left = limit
         f = await self.target.open(path, "rb")
         try:
-            while True:
-                data = await f.read(self.chunk_size)
+            while left is None or left > 0:
+                data = await f.read(self.chunk_size if left is None else min(self.chunk_size, left))
                 if not data:
                     return
+                if left is not None:
+                    left -= len(data)
                 yield data
         finally:
             await f.close()
@@ -491,51 +514,54 @@ class Stager:
         # 2. resume an interrupted copy of the same source version, or start afresh; files smaller
         # than resumable_size always start afresh (cheaper than the bookkeeping)
         offset = 0
-        sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
         # the MD5 is needed only for objects without a recorded SHA-256 whose ETag is an MD5; not
-        # knowing yet (no HEAD), decide when the GET's headers arrive
-        hashes: tuple[Any, ...] = (sha,) if obj.sha256 or not _PLAIN_ETAG.match(obj.etag) else (sha, md5)
-        decided = bool(obj.sha256) or need_stat
+        # knowing yet (no HEAD), the digest decides when the GET's headers arrive
+        digest = _Digest(
+            md5=not obj.sha256 and bool(_PLAIN_ETAG.match(obj.etag)), decided=bool(obj.sha256) or need_stat
+        )
         got_headers: dict[str, str] = {}
-        if (
-            resumable
-            and part_st is not None
-            and meta_st is not None
-            and part_st.size <= obj.size
-            and await self._read_meta(meta) == self._meta(bucket, obj)
-        ):
-            async for chunk in self._read_target(part):
-                await asyncio.to_thread(_update, hashes, chunk)
-                offset += len(chunk)
+        saved = (
+            await self._read_meta(meta)
+            if resumable and part_st is not None and meta_st is not None and part_st.size <= obj.size
+            else None
+        )
+        identity = self._meta(bucket, obj)
+        if saved is not None and part_st is not None and {k: saved.get(k) for k in identity} == identity:
+            # the prefix known to be complete: recorded as segments land in order (a copy written
+            # in one stream, or by an earlier version, is complete up to the .part's size)
+            durable = saved.get("done", part_st.size)
+            offset = min(durable, part_st.size) if isinstance(durable, int) and durable >= 0 else 0
+            digest.decided = True
+            async for chunk in self._read_target(part, limit=offset):
+                await asyncio.to_thread(digest.update, chunk)
             rec.resumed_from = offset
         elif resumable:
-            f = await self.target.open(meta, "wb")
-            try:
-                await f.write(json.dumps(self._meta(bucket, obj)).encode())
-            finally:
-                await f.close()
+            await self._write_meta(meta, identity)
         elif meta_st is not None:
             await self._remove_quietly(meta)
 
         # 3. copy the rest, hashing as it goes (the hash runs in a thread while the chunk is written)
         done = offset
-        if offset < obj.size or obj.size == 0:
-            f = await self.target.open(part, "ab" if offset else "wb")
+
+        async def progress(n: int) -> None:
+            nonlocal done
+            done += n
+            rec.bytes += n
+            await self._emit(StagingEvent("progress", "in", rec.file, done, obj.size))
+
+        if self.segments > 1 and obj.size - offset >= self.segment_threshold:
+            await self._copy_segments(
+                bucket, obj, part, offset, digest, got_headers, progress, meta if resumable else None
+            )
+        elif offset < obj.size or obj.size == 0:
+            f = await self.target.open(part, "r+b" if offset else "wb")
             try:
+                if offset:
+                    await f.seek(offset)
 
                 async def write(chunk: bytes) -> None:
-                    nonlocal hashes, decided
-                    if not decided:
-                        decided = True
-                        if _recorded_sha256(got_headers):
-                            hashes = (sha,)
-                    await asyncio.gather(asyncio.to_thread(_update, hashes, chunk), f.write(chunk))
-
-                async def progress(n: int) -> None:
-                    nonlocal done
-                    done += n
-                    rec.bytes += n
-                    await self._emit(StagingEvent("progress", "in", rec.file, done, obj.size))
+                    digest.decide(got_headers)
+                    await asyncio.gather(asyncio.to_thread(digest.update, chunk), f.write(chunk))
 
                 if offset < obj.size:
                     src = self.storage.download(
@@ -550,6 +576,7 @@ class Stager:
             finally:
                 await f.close()
         expected = obj.sha256 or _recorded_sha256(got_headers)
+        sha, md5 = digest.sha, digest.md5
 
         # 4. verify, then move into place
         got = sha.hexdigest()
@@ -581,6 +608,108 @@ class Stager:
         if resumable:
             await self._remove_quietly(meta)
         rec.outcome = "resumed" if rec.resumed_from else "copied"
+
+    async def _copy_segments(
+        self,
+        bucket: str,
+        obj: ObjectInfo,
+        part: str,
+        offset: int,
+        digest: _Digest,
+        got_headers: dict[str, str],
+        progress: Callable[[int], Any],
+        meta: str | None,
+    ) -> None:
+        """Copy ``obj[offset:]`` into *part* (which holds ``offset`` good bytes) as segments of
+        ``segment_size`` bytes: ``segments`` workers, each with its own ranged GET and its own file
+        handle writing at the segment's offset. Segments are hashed in order as they complete; a
+        worker runs at most ``segments + 1`` segments ahead of the hash, so memory stays bounded. The
+        complete in-order prefix is recorded in *meta* every ``checkpoint_bytes``, for resuming."""
+        size = obj.size
+        bounds = [(a, min(a + self.segment_size, size)) for a in range(offset, size, self.segment_size)]
+        window = self.segments + 1
+        cond = asyncio.Condition()
+        received: dict[int, list[bytes]] = {}
+        state = {"next": 0, "hashed": 0}
+        saved = offset
+
+        async def worker() -> None:
+            f = await self.target.open(part, "r+b")
+            try:
+                while True:
+                    async with cond:
+                        await cond.wait_for(
+                            lambda: state["next"] >= len(bounds) or state["next"] < state["hashed"] + window
+                        )
+                        i = state["next"]
+                        if i >= len(bounds):
+                            return
+                        state["next"] = i + 1
+                    a, b = bounds[i]
+                    await f.seek(a)
+                    chunks: list[bytes] = []
+                    src = self.storage.download(
+                        bucket,
+                        obj.key,
+                        offset=a,
+                        length=b - a,
+                        if_match=obj.etag,
+                        chunk_size=self.chunk_size,
+                        headers=got_headers if i == 0 else None,
+                    )
+                    async with contextlib.aclosing(src):  # type: ignore[type-var]
+                        async for chunk in src:
+                            await f.write(chunk)
+                            chunks.append(chunk)
+                            await progress(len(chunk))
+                    if sum(map(len, chunks)) != b - a:
+                        raise IntegrityError(
+                            f"{obj.key}: the object store sent {sum(map(len, chunks))} bytes of the range "
+                            f"{a}-{b - 1}; run the staging again"
+                        )
+                    await f.flush()  # on the cluster before it counts as done
+                    async with cond:
+                        received[i] = chunks
+                        cond.notify_all()
+            finally:
+                await f.close()
+
+        async def hasher() -> None:
+            nonlocal saved
+            while state["hashed"] < len(bounds):
+                async with cond:
+                    await cond.wait_for(lambda: state["hashed"] in received)
+                    chunks = received.pop(state["hashed"])
+                digest.decide(got_headers)
+                await asyncio.to_thread(digest.update_all, chunks)
+                del chunks
+                async with cond:
+                    state["hashed"] += 1
+                    cond.notify_all()
+                durable = bounds[state["hashed"] - 1][1]
+                if meta is not None and durable < size and durable - saved >= self.checkpoint_bytes:
+                    saved = durable
+                    await self._write_meta(meta, self._meta(bucket, obj) | {"done": durable})
+
+        if offset == 0:  # create (or empty) the .part once; the workers write into it
+            await (await self.target.open(part, "wb")).close()
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(self.segments, len(bounds)))]
+        tasks.append(asyncio.ensure_future(hasher()))
+        try:
+            # the first failure ends the copy: the other workers are cancelled and waited for
+            for fut in asyncio.as_completed(tasks):
+                await fut
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _write_meta(self, path: str, value: dict[str, Any]) -> None:
+        f = await self.target.open(path, "wb")
+        try:
+            await f.write(json.dumps(value).encode())
+        finally:
+            await f.close()
 
     @staticmethod
     def _meta(bucket: str, obj: ObjectInfo) -> dict[str, Any]:
@@ -744,12 +873,33 @@ def _root(instance_dir: str, subdir: str) -> str:
     return names.confine_path(instance_dir, subdir) if subdir else posixpath.normpath(instance_dir)
 
 
+class _Digest:
+    """The SHA-256 (and, for objects whose only checksum is an MD5 ETag, the MD5) of the bytes
+    received. Without a HEAD it is not known yet whether the MD5 is needed: :meth:`decide` drops it
+    once the GET's headers show a recorded SHA-256."""
+
+    def __init__(self, *, md5: bool, decided: bool) -> None:
+        self.sha = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self._hashes: tuple[Any, ...] = (self.sha, self.md5) if md5 else (self.sha,)
+        self.decided = decided
+
+    def decide(self, headers: dict[str, str]) -> None:
+        if not self.decided and headers:
+            self.decided = True
+            if _recorded_sha256(headers):
+                self._hashes = (self.sha,)
+
+    def update(self, chunk: bytes) -> None:
+        for h in self._hashes:
+            h.update(chunk)
+
+    def update_all(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.update(chunk)
+
+
 def _recorded_sha256(headers: dict[str, str]) -> str | None:
     """The SHA-256 recorded in an object's metadata, from its GET response headers."""
     value = headers.get("x-amz-meta-" + SHA256_META, "").strip().lower()
     return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
-
-
-def _update(hashes: tuple[Any, ...], chunk: bytes) -> None:
-    for h in hashes:
-        h.update(chunk)

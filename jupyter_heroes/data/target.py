@@ -8,8 +8,11 @@ any transport can offer it (the clusters' SSH transport, a local directory, a te
 ============================  ===========================================================================
 ``await stat(path)``          size, mtime and kind *without following a final symlink* (``lstat``);
                               raises ``FileNotFoundError`` if absent
-``await open(path, mode)``    a :class:`TargetFile` (``read``/``write``/``close`` coroutines); modes
-                              ``rb``, ``wb`` (truncate) and ``ab`` (append, used to resume a ``.part``)
+``await open(path, mode)``    a :class:`TargetFile` (``read``/``write``/``close`` coroutines, and
+                              ``seek``/``flush`` for writers); modes ``rb``, ``wb`` (truncate), ``ab``
+                              (append) and ``r+b`` (write at any offset of an existing file, from 0 or
+                              ``seek``: how segments of a large file are written in parallel and a
+                              ``.part`` resumed)
 ``await makedirs(path)``      create a directory and its parents; fine if it exists
 ``await rename(src, dst)``    move *src* onto *dst*, replacing it atomically
 ``await remove(path)``        remove a file
@@ -38,7 +41,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar, cast, runtime_checkable
 
 T = TypeVar("T")
 
-MODES = ("rb", "wb", "ab")
+MODES = ("rb", "wb", "ab", "r+b")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,14 @@ class ThreadFile:
 
     async def write(self, data: bytes) -> None:
         await self._target._run(self._raw.write, data)
+
+    async def seek(self, offset: int) -> None:
+        """Write from *offset* on (writers only)."""
+        await self._target._run(self._raw.seek, offset)
+
+    async def flush(self) -> None:
+        """Return once everything written so far is on the target (acknowledged)."""
+        await self._target._run(self._raw.flush)
 
     async def close(self) -> None:
         if self._closed:
@@ -213,9 +224,10 @@ class LocalTarget(BlockingTarget):
             "rb": os.O_RDONLY,
             "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
             "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+            "r+b": os.O_WRONLY,
         }
         fd = os.open(path, flags[mode] | os.O_NOFOLLOW, 0o644)
-        return cast(BinaryIO, os.fdopen(fd, mode)), None
+        return cast(BinaryIO, os.fdopen(fd, "wb" if mode == "r+b" else mode)), None
 
     def _makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)

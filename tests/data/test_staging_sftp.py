@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import uuid
@@ -107,7 +108,20 @@ async def test_stage_in_and_out_over_sftp(storage, bucket, sftp_target, instance
     assert await target.checksum(f"{instance_dir}/no such file") is None
 
 
-async def test_resume_after_the_ssh_server_is_killed(storage, bucket, sshd, sftp_target, instance_dir):
+#: the large file in segments (4 MiB, 3 at once, complete prefix recorded every 8 MiB), or in one stream
+SEGMENTED = {
+    "segments": 3,
+    "segment_size": 4 * MiB,
+    "segment_threshold": 16 * MiB,
+    "checkpoint_bytes": 8 * MiB,
+}
+STREAMED = {"segments": 1}
+
+
+@pytest.mark.parametrize("layout", [STREAMED, SEGMENTED], ids=["one-stream", "segments"])
+async def test_resume_after_the_ssh_server_is_killed(
+    storage, bucket, sshd, sftp_target, instance_dir, layout
+):
     big = os.urandom(48 * MiB)
     small = {"small/one.txt": b"one", "small/two.bin": os.urandom(300_000)}
     await storage.upload(bucket, "in/big.bin", big)
@@ -117,12 +131,12 @@ async def test_resume_after_the_ssh_server_is_killed(storage, bucket, sshd, sftp
 
     def kill_midway(e):
         nonlocal killed
-        if e.file == "big.bin" and e.kind == "progress" and e.bytes_done >= 16 * MiB and not killed:
+        if e.file == "big.bin" and e.kind == "progress" and e.bytes_done >= 32 * MiB and not killed:
             killed = True
             kill_sshd_and_its_sessions(sshd)
 
     try:
-        stager = Stager(storage, sftp_target(timeout=20), parallel=2, on_event=kill_midway)
+        stager = Stager(storage, sftp_target(timeout=20), parallel=2, on_event=kill_midway, **layout)
         with pytest.raises(StagingError, match="lost the SFTP connection") as e:
             await stager.stage_in(bucket, instance_dir, prefix="in/")
     finally:
@@ -137,11 +151,19 @@ async def test_resume_after_the_ssh_server_is_killed(storage, bucket, sshd, sftp
     assert not (Path(instance_dir) / "big.bin").exists()
 
     # a new connection to the restarted server; the same staging again finishes the job
-    report = await Stager(storage, sftp_target(), parallel=2).stage_in(bucket, instance_dir, prefix="in/")
+    meta = json.loads((Path(instance_dir) / "big.bin.part.meta").read_text())
+    report = await Stager(storage, sftp_target(), parallel=2, **layout).stage_in(
+        bucket, instance_dir, prefix="in/"
+    )
     rec = {r.file: r for r in report.records}
     assert rec["big.bin"].outcome == "resumed"
-    assert rec["big.bin"].resumed_from == interrupted_at
-    assert rec["big.bin"].bytes == len(big) - interrupted_at
+    if layout is STREAMED:  # written in order: everything in the .part is good
+        assert "done" not in meta
+        assert rec["big.bin"].resumed_from == interrupted_at
+    else:  # segments land out of order: the prefix recorded as complete, a whole number of segments
+        assert rec["big.bin"].resumed_from == meta["done"]
+        assert 0 < meta["done"] <= interrupted_at and meta["done"] % (4 * MiB) == 0
+    assert rec["big.bin"].bytes == len(big) - rec["big.bin"].resumed_from
     assert sha((Path(instance_dir) / "big.bin").read_bytes()) == sha(big) == rec["big.bin"].sha256
     for k, v in small.items():
         assert (Path(instance_dir) / k).read_bytes() == v
