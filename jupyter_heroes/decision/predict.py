@@ -12,10 +12,13 @@ request, the user's last run, the mean of the last two (Tsafrir 2007), the last 
 request / shape (request, processors, memory) / processors / application, kernel medoids of the user's
 recent runs (the run with the highest weighted accuracy against the others), the user's max run/request
 ratio times the request (ALEA), the last ratio times the request, the shortest and longest of the
-user's last five runs, the application's medoid and the population's median ratio times the request. A gradient-boosting model (scikit-learn
+user's last five runs, the application's medoid, the population's median ratio times the request, and
+the finished run the user submitted last (overall, and with the same request and processors). A
+gradient-boosting model (scikit-learn
 ``HistGradientBoostingRegressor``) scores every candidate with the accuracy ``min(c, run) / max(c, run)``
 it is expected to reach, from features of the job (request, processors, memory, queue, time of day, the
-user's recent run statistics), of the candidate, and of how well that kind of candidate did for this
+user's recent run statistics, and the user's other submissions: jobs in flight, time since the previous
+submission, same-request streak), of the candidate, and of how well that kind of candidate did for this
 user lately (cheap per-user statistics, updated on every finished job). The best-scored candidate is the
 point. Picking among values that really occurred, instead of regressing to a mean, is what suits a ratio
 metric: a user's runs are often bimodal (a crash after seconds, or the full computation), and the middle
@@ -45,7 +48,7 @@ observed coverage matches ``quantiles`` (adaptive conformal inference, Gibbs & C
 holds; with an enforced request, ``q_high`` never exceeds it.
 
 ``Prediction.walltimes`` lists walltime options for :mod:`.advice` (:func:`walltime_options`): upper
-quantiles of the same sample plus a margin, and the request, each with its expected slack and its risk
+quantiles of the same sample plus a margin, a geometric ladder up to the request, and the request, each with its expected slack and its risk
 of killing the job. The risk comes from a second gradient-boosting model (a classifier trained at every
 refit on whether each option would have killed the finished jobs), or from the sample itself before the
 first fit.
@@ -54,7 +57,8 @@ No look-ahead
 -------------
 The predictor only knows what it was told through :meth:`observe`; the replay in
 ``benchmarks/prediction.py`` calls it for a job only once that job has finished before the next
-submission, so a prediction never uses a later job. Features cached at prediction time are the ones the
+submission, so a prediction never uses a later job. Submissions (requests predicted with a ``job_id``)
+are registered as they come, so the in-flight features only count earlier ones. Features cached at prediction time are the ones the
 model trains on when the job finishes, so training and serving see the same information.
 
 Thread safety: one lock guards the state; :meth:`refit` fits outside the lock and swaps the model in.
@@ -94,6 +98,8 @@ CANDIDATES: tuple[str, ...] = (
     "population-ratio",
     "recent-min",
     "recent-max",
+    "last-submitted",
+    "last-submitted-same-shape",
 )
 _K = len(CANDIDATES)
 (
@@ -113,6 +119,8 @@ _K = len(CANDIDATES)
     _POP,
     _RMIN,
     _RMAX,
+    _LSUB,
+    _LSUBSHAPE,
 ) = range(_K)
 
 #: ``Prediction.source`` values, in fallback order.
@@ -243,6 +251,15 @@ class _Run:
     procs: int | None
     app: str | None
     mem: float | None
+    submit: float = _NAN
+
+
+@dataclass(slots=True)
+class _Sub:
+    job_id: str | None
+    submit: float
+    req: float | None
+    procs: int | None
 
 
 @dataclass(slots=True)
@@ -421,6 +438,10 @@ class RuntimePredictor:
         self._train: deque[tuple[np.ndarray, list[float]]] = deque(maxlen=self.options.train_window)
         self._wtrain: deque[tuple[np.ndarray, list[float]]] = deque(maxlen=self.options.train_window)
         self._cache: OrderedDict[str, Prepared] = OrderedDict()
+        # Submissions seen (requests predicted with a job_id), per user, and those not finished yet: what
+        # is known at a submission about the user's other jobs (in flight, just submitted), not their runs.
+        self._subs: dict[str, deque[_Sub]] = {}
+        self._in_flight: OrderedDict[str, str] = OrderedDict()  # job_id -> user
         self._observed = 0
         self._overruns = 0
         self._with_request = 0
@@ -520,8 +541,15 @@ class RuntimePredictor:
         return True
 
     # ----------------------------------------------------------------- features
-    def prepare(self, req: JobRequest) -> Prepared:
-        """Compute candidates, feature rows and the reference sample of ``req`` from current history."""
+    def prepare(self, req: JobRequest, *, submission: bool = True) -> Prepared:
+        """Compute candidates, feature rows and the reference sample of ``req`` from current history.
+
+        A request with a ``job_id`` counts as a submission (once per id): later requests of the same user
+        see it as in flight until it is observed. ``submission=False`` (jobs learnt without having been
+        predicted) leaves the submission features unknown, since the jobs in flight now are not those
+        that were in flight then.
+        """
+        subs = self._submission_features(req) if submission else (_NAN, _NAN, _NAN)
         user = self._users.get(req.user)
         runs: Sequence[_Run] = user.runs if user is not None else ()
         app_runs: Sequence[_Run] = self._apps.get(req.app, ()) if req.app is not None else ()
@@ -555,6 +583,12 @@ class RuntimePredictor:
                     c[_SPROC] = r.run
                 if c[_SAPP] != c[_SAPP] and req.app is not None and r.app == req.app:
                     c[_SAPP] = r.run
+            # By submission rather than end: the finished sibling of a batch submitted together.
+            lsub = max(runs, key=lambda r: r.submit)
+            c[_LSUB] = lsub.run
+            same = [r for r in runs if r.req == q and r.procs == req.requested_procs]
+            if same:
+                c[_LSUBSHAPE] = max(same, key=lambda r: r.submit).run
             if q is not None:
                 ratios = [r.run / r.req for r in list(runs)[-5:] if r.req]
                 if ratios:
@@ -613,7 +647,7 @@ class RuntimePredictor:
             q_high = _wquantile(sample, self.options.quantiles[1]) * math.exp(self._widen_high)
         else:
             q_low = q_high = _NAN
-        job, rows = self._rows(req, user, runs, app_runs, c, wsample)
+        job, rows = self._rows(req, user, runs, app_runs, c, wsample, subs)
         walltimes: list[tuple[float, float, float]] = []
         wrows = _EMPTY_WROWS
         if q is not None:
@@ -625,7 +659,7 @@ class RuntimePredictor:
                 total = sum(w for _, w in sample)
                 n_eff = _lg(total * total / sum(w * w for _, w in sample))
                 smax = max(v for v, _ in sample)
-                wrows = np.empty((len(below), _N_JOB + 4))
+                wrows = np.empty((len(below), _N_JOB + _N_WALL))
                 wrows[:, :_N_JOB] = job
                 wrows[:, _N_JOB] = [_LOG(a / q) for a, _ in below]
                 wrows[:, _N_JOB + 1] = [r for _, r in below]
@@ -639,6 +673,34 @@ class RuntimePredictor:
             while len(self._cache) > self.options.cache_size:
                 self._cache.popitem(last=False)
         return prep
+
+    def _submission_features(self, req: JobRequest) -> tuple[float, float, float]:
+        """What the user's other submissions say (known at submission, no run times): how many of their
+        jobs are in flight, the seconds since their previous submission, and how many of their
+        submissions in a row (before this one) asked for the same time and processors. Registers
+        ``req`` as a submission if it has a ``job_id`` not seen yet."""
+        subs = self._subs.get(req.user)
+        jid = req.job_id
+        others = [s for s in subs if s.job_id != jid] if subs else []
+        if others:
+            in_flight = sum(1 for s in others if s.job_id is not None and s.job_id in self._in_flight)
+            gap = _lg(req.submit_time - others[-1].submit + 1.0)
+            streak = 0
+            for s in reversed(others):
+                if s.req != req.requested_time or s.procs != req.requested_procs:
+                    break
+                streak += 1
+            feats = (math.log1p(in_flight), gap, math.log1p(streak))
+        else:
+            feats = (0.0, _NAN, 0.0)
+        if jid is not None and jid not in self._in_flight and not (subs and subs[-1].job_id == jid):
+            if subs is None:
+                subs = self._subs[req.user] = deque(maxlen=32)
+            subs.append(_Sub(jid, req.submit_time, req.requested_time, req.requested_procs))
+            self._in_flight[jid] = req.user
+            while len(self._in_flight) > self.options.cache_size:
+                self._in_flight.popitem(last=False)
+        return feats
 
     def _queue_code(self, queue: str | None) -> float:
         """A small integer per queue name (categorical feature); unknown or too many queues: NaN."""
@@ -679,6 +741,7 @@ class RuntimePredictor:
         app_runs: Sequence[_Run],
         c: list[float],
         wsample: list[tuple[float, float]],
+        subs: tuple[float, float, float] = (_NAN, _NAN, _NAN),
     ) -> tuple[list[float], np.ndarray]:
         q = req.requested_time
         lq = _lg(q) if q is not None else _NAN
@@ -710,6 +773,7 @@ class RuntimePredictor:
             float(same_req),
             math.log1p(len(app_runs)),
             user.surprise if user is not None else _NAN,
+            *subs,
             self._queue_code(req.queue),
         ]
         skill = user.skill if user is not None else [_NAN] * _K
@@ -729,7 +793,7 @@ class RuntimePredictor:
             support = np.full(len(present), _NAN)
         lv = np.log(np.maximum(vals, 1.0))
         last_run = runs[-1].run if n else _NAN
-        out = np.empty((len(present), _N_JOB + 8))
+        out = np.empty((len(present), _N_JOB + _N_CAND))
         out[:, :_N_JOB] = job
         out[:, _CID] = present
         out[:, _CID + 1] = lv
@@ -739,6 +803,15 @@ class RuntimePredictor:
         out[:, _CID + 5] = [self._skill_global[i] for i in present]
         out[:, _CID + 6] = support
         out[:, _CID + 7] = np.minimum(vals, last_run) / np.maximum(vals, last_run) if n else _NAN
+        # Consensus: how well each candidate agrees with the other candidates (mean accuracy against
+        # them), and its log distance to the user's typical run.
+        m = len(vals)
+        if m > 1:
+            agree = np.minimum(vals[:, None], vals[None, :]) / np.maximum(vals[:, None], vals[None, :])
+            out[:, _CID + 8] = (agree.sum(axis=1) - 1.0) / (m - 1)
+        else:
+            out[:, _CID + 8] = _NAN
+        out[:, _CID + 9] = lv - mean
         return job, out
 
     # ----------------------------------------------------------------- predictions
@@ -813,6 +886,8 @@ class RuntimePredictor:
         req = job.request
         run = float(job.run_time)
         prep = self._cache.pop(req.job_id, None) if req.job_id is not None else None
+        if req.job_id is not None:
+            self._in_flight.pop(req.job_id, None)
         if prep is None:
             # Never predicted (e.g. history imported in bulk): features from the history before it.
             prep = self.prepare(
@@ -824,7 +899,8 @@ class RuntimePredictor:
                     req.requested_memory,
                     req.app,
                     req.queue,
-                )
+                ),
+                submission=False,
             )
         # Training example: the features as they were at submission, the accuracy each candidate got.
         if len(prep.rows):
@@ -859,7 +935,9 @@ class RuntimePredictor:
             self._widen_low = _clip(self._widen_low + g * ((run < prep.q_low) - lo))
             self._widen_high = _clip(self._widen_high + g * ((run > prep.q_high) - (1.0 - hi)))
         # History.
-        rec = _Run(run, req.requested_time, req.requested_procs, req.app, req.requested_memory)
+        rec = _Run(
+            run, req.requested_time, req.requested_procs, req.app, req.requested_memory, req.submit_time
+        )
         user.runs.append(rec)
         user.count += 1
         user.last_end = job.end
@@ -877,11 +955,13 @@ class RuntimePredictor:
         self._observed += 1
 
 
-_N_JOB = 14  # job features at the start of every row
+_N_JOB = 17  # job features at the start of every row
 _QUEUE = _N_JOB - 1  # index of the (categorical) queue code
 _CID = _N_JOB  # index of the candidate-id column in a feature row
-_EMPTY_ROWS = np.empty((0, _N_JOB + 8))
-_EMPTY_WROWS = np.empty((0, _N_JOB + 4))
+_N_CAND = 10  # candidate features after the job features in a scorer row
+_EMPTY_ROWS = np.empty((0, _N_JOB + _N_CAND))
+_N_WALL = 4  # walltime-option features after the job features in a risk row
+_EMPTY_WROWS = np.empty((0, _N_JOB + _N_WALL))
 
 
 def _matrix(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -898,13 +978,17 @@ _WALLTIME_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
 def walltime_options(
-    sample: Sequence[tuple[float, float]], request: float, margin: float = 0.1, prior_weight: float = 1.0
+    sample: Sequence[tuple[float, float]],
+    request: float,
+    margin: float = 0.1,
+    prior_weight: float = 1.0,
+    steps: int = 4,
 ) -> list[tuple[float, float, float]]:
     """Walltime options for a job from its weighted run-time sample: ``(walltime, expected slack,
     probability the walltime is too short)``, by increasing walltime, ending with the request (risk 0).
 
-    Options are the sample's 50/70/80/90/95/100% quantiles times ``1 + margin`` (capped at the request)
-    and the request. The
+    Options are the sample's 50/70/80/90/95/100% quantiles times ``1 + margin`` (capped at the request),
+    ``steps`` walltimes spaced geometrically between the top of those and the request, and the request. The
     sample counts as its effective number of runs (Kish) and is mixed with ``prior_weight`` runs spread
     uniformly over ``[0, request]``, so that a walltime below the request is never risk-free.
     """
@@ -926,6 +1010,11 @@ def walltime_options(
         while level is not None and acc >= level * n_eff - 1e-9:
             cands_set.add(min(q, v * (1.0 + margin)))
             level = next(levels, None)
+    # Between the sample's top and the request: a geometric ladder, so that a job whose history is short
+    # next to its request can get a walltime that is generous yet far below the request.
+    top = min(q, pts[-1][0] * (1.0 + margin))
+    for k in range(1, steps + 1):
+        cands_set.add(top * (q / top) ** (k / (steps + 1)))
     cands = sorted(cands_set)
     out = []
     i, n = 0, len(pts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,49 @@ def test_walltime_options():
     slacks = [s for _, s, _ in opts]
     assert slacks == sorted(slacks)
     assert walltime_options([], 60.0) == [(60.0, 30.0, 0.0)]
+
+
+def test_other_submissions_count_only_when_earlier_and_unfinished():
+    """The submission features (jobs in flight, time since the previous submission, same-request streak)
+    come from earlier submissions only, and a job leaves the in-flight count once it has finished."""
+    p = RuntimePredictor()
+    assert p._submission_features(JobRequest("u", 0.0, 600.0, 4, job_id="a")) == (
+        0.0,
+        pytest.approx(float("nan"), nan_ok=True),
+        0.0,
+    )
+    assert p._submission_features(JobRequest("u", 10.0, 600.0, 4, job_id="b")) == pytest.approx(
+        (math.log1p(1), math.log(11.0), math.log1p(1))
+    )
+    # Asking again for the same job (e.g. a re-prediction) neither counts it twice nor counts itself.
+    again = p._submission_features(JobRequest("u", 10.0, 600.0, 4, job_id="b"))
+    assert again == pytest.approx((math.log1p(1), math.log(11.0), math.log1p(1)))
+    # Another shape breaks the streak; a finished job leaves the in-flight count.
+    p.observe(job("u", 0.0, 30.0, 600.0, jid="a", procs=4))
+    c = p._submission_features(JobRequest("u", 40.0, 1200.0, 4, job_id="c"))
+    assert c == pytest.approx((math.log1p(1), math.log(31.0), 0.0))
+    # Requests without a job id (e.g. comparing candidates before submitting) are never registered.
+    p.predict(JobRequest("u", 50.0, 1200.0, 4))
+    assert p._submission_features(JobRequest("u", 60.0, 1200.0, 4)) == pytest.approx(
+        (math.log1p(2), math.log(21.0), math.log1p(1))
+    )
+    # Other users' submissions do not count.
+    assert p._submission_features(JobRequest("v", 60.0, 1200.0, 4))[0] == 0.0
+
+
+def test_later_submissions_do_not_change_earlier_predictions(kth_jobs):
+    """Extra jobs submitted later (by the same users, never finishing within the prefix) change nothing
+    before their submission: the in-flight features only see the past."""
+    order = sorted(kth_jobs, key=lambda j: j.request.submit_time)[:260]
+    k = 200
+    t_cut = order[k].request.submit_time
+    ghosts = [
+        FinishedJob(dataclasses.replace(j.request, submit_time=t_cut + 1.0 + i, job_id=f"ghost{i}"), 9e6)
+        for i, j in enumerate(order[:60])
+    ]
+    base = replay(order, small(), advisor=WalltimeAdvisor())
+    more = replay(order + ghosts, small(), advisor=WalltimeAdvisor())
+    for i in range(len(order)):
+        if order[i].request.submit_time <= t_cut:
+            assert more.predictions[i] == base.predictions[i]
+            assert more.advice[i] == base.advice[i]
