@@ -4,16 +4,19 @@ Two data sets of ``--size`` MiB (default 1024) each are put in a bucket: ``--fil
 256) and one file. Each is staged into a fresh directory on the cluster, once by the HEROES
 :class:`~jupyter_heroes.data.staging.Stager` (paramiko SFTP, SHA-256 checked on both ends) and once
 by ``rclone copy`` from the same S3 source to rclone's own sftp backend with the same key and the
-same number of parallel transfers (rclone checks the MD5 where S3 has one). Each figure is
-MiB/s over the wall time of the copy; ``ratio`` is HEROES / rclone.
+same number of parallel transfers (rclone checks the MD5 where S3 has one). Each data set is
+copied ``--rounds`` times by each tool, the order alternating between rounds. ``--json`` prints one
+JSON object last: ``figures`` (HEROES: median MiB/s over the wall time of each copy, and every
+copy's seconds), ``baseline`` (the same for rclone), ``ratio`` (per data set, the median of the
+rounds' rclone seconds / HEROES seconds: above 1 is faster than rclone) and ``runs`` (every round,
+with the 1-minute load average when it started: the machine may be shared).
 
 ``--rss-check`` instead streams ``--size`` MiB up to the store and back through
 :class:`~jupyter_heroes.data.storage.S3Storage` and reports this process's peak RSS growth (run it
 with ``--size 2048`` for the 2 GiB check).
 
 By default the test bed's own moto_server and OpenSSH server are started and stopped by PID (as the
-pytest fixtures do); ``--s3`` and ``--ssh`` point at running ones instead. ``--json`` prints one
-JSON object as the last line.
+pytest fixtures do); ``--s3`` and ``--ssh`` point at running ones instead.
 
     python benchmarks/staging.py --size 256 --json
     python benchmarks/staging.py --rss-check --size 2048
@@ -205,7 +208,17 @@ def bench_rclone(env: dict[str, str], bucket: str, prefix: str, dest: str, paral
     return seconds
 
 
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
 async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, Any]:
+    """Each data set once in the bucket, then ``--rounds`` rounds of both copies into fresh
+    directories, the order alternating between rounds (the machine's load changes; alternating
+    spreads it over both). Figures are medians over the rounds; each round's ratio is
+    rclone seconds / HEROES seconds of that round."""
     size = args.size * MiB
     storage = S3Storage(
         endpoint=s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=False
@@ -215,12 +228,10 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
     env = rclone_env(s3, ssh)
     root = f"{args.remote_dir or ssh.scratch_root}/bench-{uuid.uuid4().hex[:6]}"
     client = connect(ssh)
-    result: dict[str, Any] = {
-        "size_mib": args.size,
-        "files": args.files,
-        "parallel": args.parallel,
-        "unit": "MiB/s",
-    }
+    figures: dict[str, Any] = {}
+    baseline: dict[str, Any] = {"tool": "rclone copy (s3 -> sftp backend)"}
+    ratio: dict[str, float] = {}
+    runs: list[dict[str, Any]] = []
     try:
         for name, files in (("many_files", args.files), ("one_file", 1)):
             prefix = f"{name}/"
@@ -230,37 +241,68 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
                 f"{name}: {files} file(s), {args.size} MiB put in the bucket in {time.perf_counter() - t0:.1f}s",
                 file=sys.stderr,
             )
-            ours = await bench_heroes(storage, ssh, bucket, prefix, f"{root}/heroes-{name}", args.parallel)
-            theirs = await asyncio.to_thread(
-                bench_rclone, env, bucket, prefix, f"{root}/rclone-{name}", args.parallel
-            )
-            for who in ("heroes", "rclone"):
-                n, total = remote_tree_size(client, f"{root}/{who}-{name}")
-                assert (n, total) == (files, size), (
-                    f"{who} copied {n} files / {total} bytes, expected {files} / {size}"
+            ours_s: list[float] = []
+            theirs_s: list[float] = []
+            for r in range(args.rounds):
+                mine, other = f"{root}/heroes-{name}-{r}", f"{root}/rclone-{name}-{r}"
+                load = os.getloadavg()[0]
+                if r % 2 == 0:
+                    ours = await bench_heroes(storage, ssh, bucket, prefix, mine, args.parallel)
+                    theirs = await asyncio.to_thread(bench_rclone, env, bucket, prefix, other, args.parallel)
+                else:
+                    theirs = await asyncio.to_thread(bench_rclone, env, bucket, prefix, other, args.parallel)
+                    ours = await bench_heroes(storage, ssh, bucket, prefix, mine, args.parallel)
+                for who in ("heroes", "rclone"):
+                    n, total = remote_tree_size(client, f"{root}/{who}-{name}-{r}")
+                    assert (n, total) == (files, size), (
+                        f"{who} copied {n} files / {total} bytes, expected {files} / {size}"
+                    )
+                client.exec_command(f"rm -rf {shlex.quote(root)}/*-{name}-{r}", timeout=600)[1].read()
+                ours_s.append(ours)
+                theirs_s.append(theirs)
+                run = {
+                    "dataset": name,
+                    "round": r,
+                    "first": "heroes" if r % 2 == 0 else "rclone",
+                    "heroes_mib_s": round(args.size / ours, 1),
+                    "rclone_mib_s": round(args.size / theirs, 1),
+                    "ratio": round(theirs / ours, 3),
+                    "load_avg_1m": round(load, 1),
+                }
+                runs.append(run)
+                print(
+                    f"{name} round {r}: HEROES {run['heroes_mib_s']} MiB/s ({ours:.1f}s), rclone "
+                    f"{run['rclone_mib_s']} MiB/s ({theirs:.1f}s), ratio {run['ratio']} (load {load:.1f})",
+                    file=sys.stderr,
                 )
-            fig = {
-                "heroes_seconds": round(ours, 3),
-                "rclone_seconds": round(theirs, 3),
-                "heroes_mib_s": round(args.size / ours, 1),
-                "rclone_mib_s": round(args.size / theirs, 1),
-                "ratio": round(theirs / ours, 3),
+            figures[name] = {
+                "mib_s": round(args.size / _median(ours_s), 1),
+                "seconds": [round(x, 3) for x in ours_s],
             }
-            result[name] = fig
-            print(
-                f"{name}: HEROES {fig['heroes_mib_s']} MiB/s ({ours:.1f}s), rclone {fig['rclone_mib_s']} MiB/s "
-                f"({theirs:.1f}s), ratio {fig['ratio']}",
-                file=sys.stderr,
-            )
-            client.exec_command(f"rm -rf {shlex.quote(root)}/*-{name}", timeout=120)[1].read()
+            baseline[name] = {
+                "mib_s": round(args.size / _median(theirs_s), 1),
+                "seconds": [round(x, 3) for x in theirs_s],
+            }
+            ratio[name] = round(_median([t / o for o, t in zip(ours_s, theirs_s, strict=True)]), 3)
             await storage.delete_objects(bucket, [o.key async for o in storage.iter_objects(bucket, prefix)])
     finally:
-        client.exec_command(f"rm -rf {shlex.quote(root)}", timeout=120)[1].read()
+        client.exec_command(f"rm -rf {shlex.quote(root)}", timeout=600)[1].read()
         client.close()
         with contextlib.suppress(Exception):
             await storage.delete_bucket(bucket, force=True)
         await storage.close()
-    return result
+    return {
+        "figures": figures,
+        "baseline": baseline,
+        "ratio": ratio,
+        "runs": runs,
+        "size_mib": args.size,
+        "files": args.files,
+        "parallel": args.parallel,
+        "rounds": args.rounds,
+        "unit": "MiB/s",
+        "cpus": os.cpu_count(),
+    }
 
 
 def _reset_peak_rss() -> int:
@@ -334,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=256, help="files in the many-files data set (default 256)")
     p.add_argument("--parallel", type=int, default=4, help="parallel transfers, for both tools (default 4)")
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="copies of each data set by each tool, order alternating; figures are medians (default 3)",
+    )
+    p.add_argument(
         "--rss-check", action="store_true", help="measure peak RSS of a streaming S3 round trip instead"
     )
     p.add_argument("--s3", help="use a running S3 server: host:port,access_key,secret_key (http)")
@@ -343,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = p.parse_args(argv)
-    if args.size < 1 or args.files < 1 or args.parallel < 1:
-        p.error("--size, --files and --parallel must be at least 1")
+    if args.size < 1 or args.files < 1 or args.parallel < 1 or args.rounds < 1:
+        p.error("--size, --files, --parallel and --rounds must be at least 1")
 
     if args.s3:
         endpoint, ak, sk = args.s3.split(",")
