@@ -105,7 +105,11 @@ def apps(hub_factory, tmp_path_factory):
     doc = yaml.safe_load((REPO_DIR / "templates" / f"{TEMPLATE}.yaml").read_text())
     ok(hub.api("POST", "/organization/admin/workflow/template", tokens[ADMIN], {"template": doc}, org=ORG))
     # the hub decides who gets into which app: its groups (install_heroes_apps' defaults)
-    for group, user in (("heroes-admins", ADMIN), ("heroes-vendors", VENDOR)):
+    for group, user in (
+        ("heroes-admins", ADMIN),
+        ("heroes-admins", PLATFORM_ADMIN),
+        ("heroes-vendors", VENDOR),
+    ):
         r = hub.hub_api("POST", f"/groups/{group}/users", {"users": [user]})
         assert r.status_code == 200, r.text
     return SimpleNamespace(
@@ -206,6 +210,21 @@ def test_org_admin_creates_a_role_and_enrols_a_cluster(apps, browser, screenshot
         cl.locator(".heroes-cluster-list tr[data-key='testbed']").wait_for(timeout=30_000)
         report.scroll_into_view_if_needed()
         page.screenshot(path=str(screenshots_dir / "dashboard-admin-04-check.png"))
+
+        # a budget, drawn by plotly's renderer inside Voila
+        tab(page, "Budgets")
+        budgets = page.locator(".heroes-budgets")
+        budgets.locator(".heroes-budget-limit input").fill("2500")
+        budgets.locator("button.heroes-budget-create").click()
+        budgets.locator(".heroes-budget-list td.limit", has_text="2500").wait_for(timeout=30_000)
+        budgets.locator(".js-plotly-plot").wait_for(timeout=60_000)
+        page.screenshot(path=str(screenshots_dir / "dashboard-admin-08-budgets.png"))
+        tab(page, "Reports")
+        reports = page.locator(".heroes-reports")
+        reports.locator(".heroes-performance-table, .heroes-performance-missing").first.wait_for(
+            timeout=30_000
+        )
+        page.screenshot(path=str(screenshots_dir / "dashboard-admin-09-reports.png"))
         assert "Traceback" not in page.inner_text("body")
     except Exception:
         page.screenshot(path=str(screenshots_dir / "dashboard-failed-admin.png"))
@@ -244,6 +263,27 @@ def test_a_researcher_is_refused_by_the_hub(apps, browser, screenshots_dir):
         assert response is not None and response.status == 403
     finally:
         ctx.close()
+
+
+def test_a_platform_admin_manages_organizations(apps, browser, screenshots_dir):
+    ctx, page = open_app(browser, apps, PLATFORM_ADMIN, apps.admin_url, "heroes-admin-app")
+    try:
+        tab(page, "Platform")
+        platform = page.locator(".heroes-platform")
+        platform.locator(f".heroes-org-list tr[data-key='{ORG}']").wait_for(timeout=30_000)
+        health = platform.locator(".heroes-health-table")
+        assert "answering" in health.locator("tr[data-key='service']").inner_text()
+        platform.locator(".heroes-org-name input").fill("dash-newco")
+        platform.locator(".heroes-org-display input").fill("New Co")
+        platform.locator("button.heroes-org-create").click()
+        platform.locator(".heroes-org-list tr[data-key='dash-newco']").wait_for(timeout=30_000)
+        page.screenshot(path=str(screenshots_dir / "dashboard-admin-10-platform.png"))
+    finally:
+        ctx.close()
+    orgs = apps.hub.api("GET", "/heroes/admin/organizations", apps.padmin).json()
+    assert {"name": "dash-newco", "display_name": "New Co", "kind": "client"}.items() <= next(
+        o for o in orgs if o["name"] == "dash-newco"
+    ).items()
 
 
 def kernel_id(page) -> str:
