@@ -482,6 +482,29 @@ def test_decide_submit_run_on_slurm_then_prediction_beside_outcome(lab: Lab) -> 
     assert step["point"] < predicted["point"]
 
 
+def test_a_login_node_that_is_down_falls_back_to_the_typical_wait(lab: Lab, slurm_cluster) -> None:
+    """Fault at the boundary: the test bed's sshd is killed with its sessions; the decision still
+    answers, the Slurm row saying its live estimate failed; the cluster answers again once it is back."""
+    ssh = slurm_cluster.ssh
+    ssh.kill(sessions=True)
+    try:
+        t0 = time.monotonic()
+        r = rows(lab.decide(strategy="fastest"))
+        assert time.monotonic() - t0 < 60
+        slurm = r["dec-slurm/debug"]
+        assert slurm["status"] == "ranked"
+        assert "live estimate failed" in slurm["wait_source"], slurm["wait_source"]
+    finally:
+        ssh.start()
+    deadline = time.monotonic() + 60
+    while True:
+        src = rows(lab.decide(strategy="fastest"))["dec-slurm/debug"]["wait_source"]
+        if src == "sbatch --test-only" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert src == "sbatch --test-only"
+
+
 # --- roles and documentation --------------------------------------------------------------------
 
 OPS = [(path, method, ep) for path, h, method, ep in endpoints() if h.__module__ == MODULE]
