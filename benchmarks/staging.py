@@ -172,7 +172,8 @@ async def bench_heroes(
     storage: S3Storage, ssh: Any, bucket: str, prefix: str, dest: str, parallel: int
 ) -> float:
     client = connect(ssh)
-    target = SFTPTarget(client.open_sftp(), max_channels=parallel + 2)
+    # as the engine's ObjectStoreStager does (prefer_aead: re-key the connection to AES-GCM)
+    target = SFTPTarget(client.open_sftp(), max_channels=parallel + 2, prefer_aead=True)
     try:
         t0 = time.perf_counter()
         report = await Stager(storage, target, parallel=parallel).stage_in(bucket, dest, prefix=prefix)

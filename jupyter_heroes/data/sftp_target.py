@@ -21,6 +21,14 @@ or coreutils' ``sha256sum``), so a check costs one pipelined line instead of a n
 login shell and a process per file. Paths
 are passed as data on stdin, never through a shell command line.
 
+With ``prefer_aead=True`` (the default) the target re-keys the connection once, before its first
+operation, to prefer AES-GCM (``aes128-gcm@openssh.com``) when it negotiated a cipher with a separate
+MAC: GCM authenticates each packet in the same OpenSSL call that encrypts it, where CTR with
+``hmac-sha2-256`` costs paramiko an extra HMAC per 32 KiB packet in Python (measured: a quarter to a
+third less of this process's CPU per byte written). Re-keying is ordinary SSH (OpenSSH does it every
+gigabyte or so on its own) and leaves the connection's other users undisturbed; the new preference
+stays for later re-keys.
+
 Connection failures become :class:`~.errors.Unavailable` (transient): the caller reconnects and
 runs the staging again, which resumes from the ``.part`` files.
 """
@@ -46,6 +54,9 @@ from .target import MODES, BlockingTarget, TargetEntry, TargetFile, TargetStat, 
 
 T = TypeVar("T")
 log = logging.getLogger("jupyter_heroes.data.sftp")
+
+#: authenticated encryption paramiko offers, best first
+AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 #: bytes of an SFTP write request besides its data and handle: length, type, id, handle length,
 #: offset, data length
@@ -203,6 +214,7 @@ class SFTPTarget(BlockingTarget):
         max_workers: int | None = None,
         write_window: int = 64,
         hash_channels: int = 2,
+        prefer_aead: bool = True,
     ) -> None:
         super().__init__(max_workers=max_workers or max_channels + 2)
         self._transport: paramiko.Transport = sftp.get_channel().get_transport()
@@ -212,6 +224,8 @@ class SFTPTarget(BlockingTarget):
         self.max_channels = max(1, max_channels)
         self.write_window = max(1, write_window)
         self.hash_channels = max(1, hash_channels)
+        self._rekeyed = not prefer_aead
+        self._rekey_lock = threading.Lock()
         self._hashers: list[_HashChannel] = []
         self._hash_lock = threading.Lock()
         sftp.get_channel().settimeout(timeout)
@@ -285,8 +299,32 @@ class SFTPTarget(BlockingTarget):
         finally:
             self._checkin(client)
 
+    def _prefer_aead(self) -> None:
+        """Re-key once to AES-GCM if the connection runs a cipher with a separate MAC (see the
+        module documentation); runs in a worker thread before the target's first operation."""
+        with self._rekey_lock:
+            if self._rekeyed:
+                return
+            self._rekeyed = True
+            t = self._transport
+            if t.local_cipher in AEAD_CIPHERS:
+                return
+            opts = t.get_security_options()
+            aead = [c for c in AEAD_CIPHERS if c in opts.ciphers]
+            if not aead:
+                return
+            opts.ciphers = tuple(aead + [c for c in opts.ciphers if c not in aead])
+            try:
+                t.renegotiate_keys()
+            except paramiko.SSHException as e:  # a dead connection fails the operation that follows
+                log.info("re-keying the connection to %s for AES-GCM failed: %s", self.host, e)
+                return
+            log.debug("connection to %s re-keyed: %s", self.host, t.local_cipher)
+
     def _guard(self, fn: Callable[..., T], *args: Any) -> T:
         try:
+            if not self._rekeyed:
+                self._prefer_aead()
             return fn(*args)
         except (TimeoutError, paramiko.SSHException, EOFError, ConnectionError) as e:
             raise Unavailable(

@@ -41,7 +41,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from traitlets import Float, Integer
+from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from .. import orm
@@ -212,6 +212,14 @@ class ObjectStoreStager(LoggingConfigurable):
         config=True,
         help="""SFTP channels one staging run opens on the cluster's SSH connection (default 3).""",
     )
+    prefer_aead = Bool(
+        True,
+        config=True,
+        help="""Re-key the cluster's SSH connection to AES-GCM, once, before staging over it when it runs a
+        cipher with a separate MAC (paramiko's default, aes128-ctr + hmac-sha2-256): about a quarter less
+        CPU per byte copied. Re-keying is ordinary SSH and leaves the connection's other users alone;
+        set False to keep the negotiated cipher.""",
+    )
     progress_interval = Float(
         0.5,
         config=True,
@@ -315,7 +323,9 @@ class ObjectStoreStager(LoggingConfigurable):
             from ..data.sftp_target import SFTPTarget
 
             sftp = await open_sftp()
-            sftp_target = SFTPTarget(sftp, max_channels=self.max_channels, timeout=self.timeout)
+            sftp_target = SFTPTarget(
+                sftp, max_channels=self.max_channels, timeout=self.timeout, prefer_aead=self.prefer_aead
+            )
 
             async def close_sftp() -> None:
                 await sftp_target.close()

@@ -108,6 +108,27 @@ async def test_stage_in_and_out_over_sftp(storage, bucket, sftp_target, instance
     assert await target.checksum(f"{instance_dir}/no such file") is None
 
 
+@pytest.mark.parametrize("prefer_aead", [True, False])
+async def test_the_connection_is_rekeyed_to_aes_gcm_once(
+    storage, bucket, ssh_connect, instance_dir, prefer_aead
+):
+    client = ssh_connect()
+    transport = client.get_transport()
+    assert transport.local_cipher == "aes128-ctr"  # paramiko's default against OpenSSH
+    target = SFTPTarget(client.open_sftp(), prefer_aead=prefer_aead)
+    try:
+        await storage.upload(bucket, "in/x.bin", os.urandom(3 * MiB))
+        report = await Stager(storage, target).stage_in(bucket, instance_dir, prefix="in/")
+        assert report.copied == 1
+        assert transport.local_cipher == ("aes128-gcm@openssh.com" if prefer_aead else "aes128-ctr")
+        assert transport.remote_cipher == transport.local_cipher
+        # the connection's other users go on as before
+        _, out, _ = client.exec_command("echo still-here", timeout=10)
+        assert out.read() == b"still-here\n"
+    finally:
+        await target.close()
+
+
 #: the large file in segments (4 MiB, 3 at once, complete prefix recorded every 8 MiB), or in one stream
 SEGMENTED = {
     "segments": 3,
