@@ -11,8 +11,9 @@ and bump the model version. All of it runs in a small thread pool, never on the 
 
 1. in one short database transaction: the organization's policy, the template, the candidates (its
    own enabled clusters, :func:`~.candidates.candidates_from_orm`, plus the queues of the vendor
-   offers it enabled, :func:`~jupyter_heroes.marketplace.offers.offer_candidates`), EAR-measured
-   power for the template's application, and the transports of the clusters whose scheduler can
+   offers it enabled, :func:`~jupyter_heroes.marketplace.offers.offer_candidates`), measured node
+   power for the template's application (EAR where ingested, else Slurm's ``ConsumedEnergy`` of
+   earlier runs), and the transports of the clusters whose scheduler can
    answer ``sbatch --test-only`` (``live_wait_schedulers``);
 2. the parameters and the strategy are validated before anything is asked of a cluster;
 3. live queue waits (:class:`~.candidates.SbatchTestOnlyEstimator` over each cluster's transport,
@@ -54,7 +55,7 @@ from .candidates import (
 from .decide import Decision, decide, step_features
 from .predict import FinishedJob, JobRequest, PredictionError, RuntimePredictor
 from .ranking import Policy, UserChoice, resolve_strategy
-from .store import DecisionStoreError, actual_runtime, get_policy, measured_powers, record_decision
+from .store import DecisionStoreError, actual_runtime, get_policy, power_measurements, record_decision
 
 log = logging.getLogger("jupyter_heroes.decision")
 
@@ -279,7 +280,7 @@ class DecisionService(LoggingConfigurable):
         for e in enabled_offers(s, org_id):
             if e.cluster is not None:
                 rows_by_label[e.cluster_label] = e.cluster
-        powers = measured_powers(s, org_id, template.application, {c.cluster for c in cands})
+        powers = power_measurements(s, org_id, template.application, {c.cluster for c in cands})
         runners: dict[str, Any] = {}
         if self.backends is not None:
             for label in {c.cluster for c in cands}:

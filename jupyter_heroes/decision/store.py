@@ -15,7 +15,8 @@ commit: the caller owns the transaction):
   scheduler's accounting, else ``finished - started``), grouped per model version;
 - :func:`get_policy` / :func:`set_policy`: the organization's :class:`~.ranking.Policy`;
 - :func:`ingest_ear` / :func:`measured_powers`: EAR signatures per organization, cluster and
-  application, and the measured node power later decisions use (``energy_basis == "measured"``).
+  application; :func:`power_measurements` the measured node power later decisions use
+  (``energy_basis == "measured"``): EAR's, else Slurm's ``ConsumedEnergy`` of earlier runs.
 
 Errors are :class:`DecisionStoreError` with ``message`` (says what to do), ``reason`` and ``status``;
 a decision of another organization is :class:`DecisionNotFound` (404), never "forbidden".
@@ -35,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..accounting.money import check_currency
-from ..orm import Job, User, WorkflowInstance, WorkflowTemplate, utcnow
+from ..orm import Cluster, Job, Organization, User, WorkflowInstance, WorkflowTemplate, utcnow
 from ..orm_decision import Decision as DecisionRow
 from ..orm_decision import DecisionPolicy, DecisionPrediction, EarRecord
 from ..orm_market import UsageRecord
@@ -653,3 +654,65 @@ def measured_powers(
         for c in energy
         if seconds[c] > 0
     }
+
+
+def slurm_measured_powers(
+    session: Session, org_id: int, application: str, clusters: Iterable[str]
+) -> dict[str, MeasuredPower]:
+    """Mean node power of *application* per cluster label from Slurm's ``ConsumedEnergy`` of the
+    organization's completed jobs (``sum energy / sum elapsed x nodes``), for clusters whose
+    accounting measures energy; a cluster of another organization (a vendor offer) is labelled
+    ``provider/cluster``."""
+    wanted = set(clusters)
+    if not wanted:
+        return {}
+    q = (
+        select(Job.accounting, Cluster.name, Cluster.org_id)
+        .join(WorkflowInstance, WorkflowInstance.id == Job.instance_id)
+        .join(WorkflowTemplate, WorkflowTemplate.id == WorkflowInstance.template_id)
+        .join(Cluster, Cluster.id == Job.cluster_id)
+        .where(
+            WorkflowInstance.org_id == org_id,
+            WorkflowTemplate.application_id == application,
+            Job.state == "completed",
+        )
+        .order_by(Job.finished.desc())
+        .limit(2000)
+    )
+    providers: dict[int, str] = {}
+    energy: dict[str, float] = defaultdict(float)
+    node_s: dict[str, float] = defaultdict(float)
+    runs: dict[str, int] = defaultdict(int)
+    for acct, name, cluster_org in session.execute(q).all():
+        acct = acct or {}
+        e, t = _num(acct.get("consumed_energy_j")), _num(acct.get("elapsed_s"))
+        nodes = _num(acct.get("nnodes")) or 1.0
+        if not e or not t or e <= 0 or t <= 0:
+            continue
+        if cluster_org == org_id:
+            label = name
+        else:
+            if cluster_org not in providers:
+                o = session.get(Organization, cluster_org)
+                providers[cluster_org] = o.name if o else "?"
+            label = f"{providers[cluster_org]}/{name}"
+        if label not in wanted:
+            continue
+        energy[label] += e
+        node_s[label] += t * nodes
+        runs[label] += 1
+    return {
+        c: MeasuredPower(energy[c] / node_s[c], runs[c], f"Slurm ConsumedEnergy of {application}")
+        for c in energy
+        if node_s[c] > 0
+    }
+
+
+def power_measurements(
+    session: Session, org_id: int, application: str, clusters: Iterable[str]
+) -> dict[str, MeasuredPower]:
+    """Measured node power per cluster label: EAR's where ingested, else Slurm's ``ConsumedEnergy``."""
+    clusters = list(clusters)
+    out = slurm_measured_powers(session, org_id, application, clusters)
+    out.update(measured_powers(session, org_id, application, clusters))
+    return out

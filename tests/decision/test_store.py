@@ -373,3 +373,64 @@ def test_heroes_plugin_rows_of_another_organization_are_refused(db):
             source="heroes-plugin",
         )
         assert set(res.applications) == {"solver"}
+
+
+def test_slurm_consumed_energy_measures_power_where_ear_has_none(db):
+    acme = db.ids.orgs["acme"]
+    with db.session() as s:
+        cluster = orm.Cluster(org_id=acme, name="metered", transport="local", scheduler="local")
+        s.add(cluster)
+        s.flush()
+        inst = _instance(s, db.ids)
+        inst.cluster_id = cluster.id
+        end = datetime(2026, 11, 21, 22, 0)
+        for i, (energy, elapsed, nodes) in enumerate(((720_000.0, 3600.0, 2), (360_000.0, 1800.0, 1))):
+            s.add(
+                orm.Job(
+                    instance_id=inst.id,
+                    step="main",
+                    array_index=i,
+                    cluster_id=cluster.id,
+                    state="completed",
+                    finished=end,
+                    accounting={"consumed_energy_j": energy, "elapsed_s": elapsed, "nnodes": nodes},
+                )
+            )
+        # a job without an energy measurement (no acct_gather_energy plugin) is not counted
+        s.add(
+            orm.Job(
+                instance_id=inst.id,
+                step="main",
+                array_index=9,
+                cluster_id=cluster.id,
+                state="completed",
+                finished=end,
+                accounting={"consumed_energy_j": None, "elapsed_s": 10.0},
+            )
+        )
+    with db.session() as s:
+        mp = store.power_measurements(s, acme, "solver", ["metered", "other"])
+        assert set(mp) == {"metered"} and mp["metered"].runs == 2
+        # (720 kJ + 360 kJ) / (3600 s x 2 nodes + 1800 s x 1 node) = 120 W per node
+        assert mp["metered"].node_power_w == pytest.approx(120.0)
+        assert "Slurm ConsumedEnergy" in mp["metered"].source
+        assert store.power_measurements(s, acme, "other-app", ["metered"]) == {}
+        assert store.power_measurements(s, db.ids.orgs["globex"], "solver", ["metered"]) == {}
+        # EAR measurements, where ingested, take precedence
+        text = ear_text(
+            "eacct_c_header_cpu_only.txt",
+            [
+                {
+                    "JOBID": 1,
+                    "STEPID": 0,
+                    "APPID": "solver",
+                    "NODENAME": "n1",
+                    "TIME_SEC": 10,
+                    "DC_NODE_POWER_W": 300,
+                }
+            ],
+        )
+        store.ingest_ear(
+            s, org_id=acme, org_name="acme", cluster="metered", records=read_ear_csv(text), source="eacct"
+        )
+        assert store.power_measurements(s, acme, "solver", ["metered"])["metered"].node_power_w == 300
