@@ -105,8 +105,8 @@ class OrgPredictors(LoggingConfigurable):
         return self._model(org_id).predictor
 
     def catch_up(self, org_id: int) -> int:
-        """Observe the organization's jobs finished since the last call; returns how many (blocking:
-        call it from a thread)."""
+        """Observe the organization's jobs finished since the last call; returns how many were read
+        (those without a known runtime are skipped). Blocking: call it from a thread."""
         m = self._model(org_id)
         total = 0
         with m.lock:

@@ -21,6 +21,7 @@ from jupyter_heroes.decision.decide import decide
 from jupyter_heroes.decision.ear import read_ear_csv
 from jupyter_heroes.decision.predict import RuntimePredictor
 from jupyter_heroes.decision.ranking import Policy, UserChoice
+from jupyter_heroes.decision.service import OrgPredictors
 from jupyter_heroes.orm_decision import DecisionPrediction, EarRecord
 from jupyter_heroes.workflows.templates import load_template
 
@@ -434,3 +435,49 @@ def test_slurm_consumed_energy_measures_power_where_ear_has_none(db):
             s, org_id=acme, org_name="acme", cluster="metered", records=read_ear_csv(text), source="eacct"
         )
         assert store.power_measurements(s, acme, "solver", ["metered"])["metered"].node_power_w == 300
+
+
+def test_org_predictors_learn_incrementally_from_finished_jobs_only(db):
+    """Each catch-up observes only the jobs finished since the previous one; other organizations'
+    jobs, unfinished jobs and jobs without a runtime are never learned from."""
+    acme = db.ids.orgs["acme"]
+    preds = OrgPredictors(db.factory)
+    try:
+        assert preds.catch_up(acme) == 0
+        end = datetime(2026, 11, 21, 22, 0)
+        with db.session() as s:
+            inst = _instance(s, db.ids)
+            other = _instance(s, db.ids, org="globex")
+            s.add_all(
+                [
+                    orm.Job(
+                        instance_id=inst.id,
+                        step="main",
+                        state="completed",
+                        submitted=end - timedelta(hours=2),
+                        finished=end,
+                        accounting={"elapsed_s": 1200.0},
+                    ),
+                    orm.Job(instance_id=inst.id, step="post", state="running"),
+                    orm.Job(instance_id=other.id, step="main", state="completed", finished=end),
+                ]
+            )
+        p = preds._model(acme).predictor
+        assert preds.catch_up(acme) == 1 and p.observed == 1
+        assert preds.catch_up(acme) == 0 and p.observed == 1  # nothing new
+        with db.session() as s:
+            job = s.scalar(select(orm.Job).where(orm.Job.instance_id == inst.id, orm.Job.step == "post"))
+            job.state, job.finished = "completed", end + timedelta(minutes=5)
+            job.started = end
+        assert preds.catch_up(acme) == 1 and p.observed == 2
+        # the user's history now drives the prediction of the same step
+        feats = {"application": "solver", "template": "solver", "step": "main", "user": "alice"}
+        feats.update(cores=16, memory_mb=4096, requested_time_s=3600)
+        got = p.predict(feats)
+        assert got.source == "user-history" and got.model_version == preds.model_version(acme) == "0"
+        # globex's job is read by globex's own predictor, which cannot learn from it (no runtime)
+        assert preds.catch_up(db.ids.orgs["globex"]) == 1
+        assert preds._model(db.ids.orgs["globex"]).predictor is not p
+        assert preds._model(db.ids.orgs["globex"]).predictor.observed == 0
+    finally:
+        preds.close()
