@@ -3,11 +3,9 @@ server killed in the middle of a transfer and brought back."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
 import uuid
 from pathlib import Path
 
@@ -24,36 +22,6 @@ MiB = 1024 * 1024
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def descendants(pid: int) -> list[int]:
-    """PIDs of every process below *pid* (read from /proc, children first found)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def kill_sshd_and_its_sessions(sshd) -> None:
-    """SIGKILL the listening sshd and every session process it forked: the connection drops at once,
-    as when the login node goes down."""
-    listener = getattr(sshd, "pid", None) or sshd.pids[0]
-    sessions = descendants(listener)
-    sshd.kill()
-    for pid in sessions:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -154,7 +122,7 @@ async def test_resume_after_the_ssh_server_is_killed(
         nonlocal killed
         if e.file == "big.bin" and e.kind == "progress" and e.bytes_done >= 32 * MiB and not killed:
             killed = True
-            kill_sshd_and_its_sessions(sshd)
+            sshd.kill(sessions=True)  # the listener and every session: connections drop at once
 
     try:
         stager = Stager(storage, sftp_target(timeout=20), parallel=2, on_event=kill_midway, **layout)
