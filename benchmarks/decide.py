@@ -5,12 +5,14 @@ doing the same work the naive way: a pandas ``DataFrame.apply`` over the candida
 predictor for every (candidate, step), computes each row's figures with the same cost, energy and
 carbon code, then ranks with pandas. Both must recommend the same candidate.
 
-The runtime model is BENCHMARK-ONLY and says so in its output: per step, a least-squares fit of
-log(runtime) on log(requested walltime), log(cores) and log(work) over a synthetic history, with the
-10th and 90th percentiles of the residuals as the interval. It stands in for the prediction helper's
-``jupyter_heroes.decision.predict`` until that lands; it is trained here, in process, before timing.
+The runtime model (``--model runtime``, the default) is the platform's
+:class:`jupyter_heroes.decision.predict.RuntimePredictor`, trained in process before timing on a
+synthetic history (``--history`` past runs of the template's steps, observed in completion order, then
+refitted so that its gradient-boosting scorer and walltime-risk model answer). ``--model lsq`` uses a
+BENCHMARK-ONLY per-step least-squares fit of log(runtime) on log(requested walltime), log(cores) and
+log(work) instead, which says so in the output.
 
-    python benchmarks/decide.py [--candidates 20] [--repeat 200] [--history 3000] [--json]
+    python benchmarks/decide.py [--candidates 20] [--repeat 200] [--history 3000] [--model runtime|lsq] [--json]
 
 ``--json`` prints one JSON object as the last line.
 """
@@ -35,6 +37,7 @@ from jupyter_heroes.decision.candidates import CandidateQueue, make_candidate, t
 from jupyter_heroes.decision.carbon import carbon_kg, default_table
 from jupyter_heroes.decision.cost import Usage, default_rates
 from jupyter_heroes.decision.decide import decide, step_features
+from jupyter_heroes.decision.predict import FinishedJob, JobRequest, RuntimePredictor
 from jupyter_heroes.decision.ranking import Policy
 from jupyter_heroes.workflows.templates import Template, load_template
 
@@ -119,6 +122,18 @@ def synthetic_history(
     return out
 
 
+def runtime_predictor(history: list[tuple[dict[str, Any], float]]) -> RuntimePredictor:
+    """The platform's predictor trained on *history* (one user; runs observed in completion order)."""
+    model = RuntimePredictor(auto_refit=False)  # one fit at the end is enough here
+    t = 0.0
+    for i, (f, runtime) in enumerate(history):
+        t += 60.0
+        req = JobRequest.from_mapping({**f, "user": "bench", "submit_time": t, "job_id": str(i)})
+        model.observe(FinishedJob(req, runtime, end_time=t + runtime))
+    model.refit()
+    return model
+
+
 # --- candidates -----------------------------------------------------------------------------------
 
 
@@ -168,7 +183,7 @@ def candidates(n: int, rng: np.random.Generator) -> list[CandidateQueue]:
 
 
 def naive_decide(
-    template: Template, params: dict, cands: list[CandidateQueue], model: LeastSquaresModel, policy: Policy
+    template: Template, params: dict, cands: list[CandidateQueue], model: Any, policy: Policy
 ) -> pd.DataFrame:
     values = template.resolve(params)
     rates = default_rates()
@@ -251,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "templates" / "heat-pipeline.yaml",
         help="workflow template (YAML)",
     )
+    ap.add_argument(
+        "--model",
+        choices=("runtime", "lsq"),
+        default="runtime",
+        help="runtime model: the platform's RuntimePredictor (default) or the benchmark-only least squares",
+    )
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     a = ap.parse_args(argv)
@@ -258,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(a.seed)
     template = load_template(a.template.read_text())
     t0 = time.perf_counter()
-    model = LeastSquaresModel().fit(synthetic_history(template, a.history, rng))
+    history = synthetic_history(template, a.history, rng)
+    model: Any
+    if a.model == "runtime":
+        model = runtime_predictor(history)
+        source = f"RuntimePredictor v{model.model_version}"
+    else:
+        model = LeastSquaresModel().fit(history)
+        source = model.source
     train_ms = (time.perf_counter() - t0) * 1000.0
     cands = candidates(a.candidates, rng)
     params = {"cells": 800, "steps": 50000}
@@ -287,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(b50 / p50, 2),
         "same_recommendation": bool(same),
         "recommendation": ours.recommendation.key if ours.recommendation else None,
-        "model": f"{model.source}, trained on {a.history} synthetic runs in {train_ms:.0f} ms",
+        "model": f"{source}, trained on {a.history} synthetic runs x {len(template.steps)} steps in {train_ms:.0f} ms",
         "python": sys.version.split()[0],
         "pandas": pd.__version__,
     }

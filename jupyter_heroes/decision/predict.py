@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from traitlets import Bool, Enum, Float, Int, TraitError, Tuple, validate
 from traitlets.config import LoggingConfigurable
 
@@ -529,7 +529,7 @@ class RuntimePredictor:
         X, nan_cols = _matrix(rows)
         est = regressor(categorical_features=[_QUEUE, _CID], **common)
         risk = risk_nan = None
-        with threadpool_limits(limits=o.n_threads, user_api="openmp"):
+        with _openmp_limit(o.n_threads):
             est.fit(X, np.asarray(ys, dtype=np.float64))
             if len(wrows) and 0 < sum(wys) < len(wys):
                 W, risk_nan = _matrix(wrows)
@@ -828,7 +828,7 @@ class RuntimePredictor:
             if idx:
                 X = np.concatenate([preps[i].rows for i in idx])
                 X[:, model.nan_cols] = 0.0
-                with threadpool_limits(limits=self.options.n_threads, user_api="openmp"):
+                with _openmp_limit(self.options.n_threads):
                     s = model.estimator.predict(X)
                 k = 0
                 for i in idx:
@@ -841,7 +841,7 @@ class RuntimePredictor:
             if idx:
                 W = np.concatenate([preps[i].wrows for i in idx])
                 W[:, model.risk_nan_cols] = 0.0
-                with threadpool_limits(limits=self.options.n_threads, user_api="openmp"):
+                with _openmp_limit(self.options.n_threads):
                     r = model.risk.predict_proba(W)[:, 1]
                 k = 0
                 for i in idx:
@@ -1028,6 +1028,18 @@ def walltime_options(
         risk = ((n_eff - below_w) + prior_weight * (1.0 - a / q)) / norm
         out.append((a, slack, max(risk, 0.0) if a < q else 0.0))
     return out
+
+
+_controller: ThreadpoolController | None = None
+
+
+def _openmp_limit(n: int) -> Any:
+    """A context limiting OpenMP threads to ``n``. The loaded libraries are looked up once per process
+    (``threadpool_limits`` scans them on every call: milliseconds, more than a small prediction takes)."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=n, user_api="openmp")
 
 
 def _has_history(p: Prepared) -> bool:
