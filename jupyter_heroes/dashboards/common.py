@@ -44,6 +44,8 @@ def cell(value: Any) -> str:
     """A value as table text: lists joined, mappings as ``k=v``, booleans as yes/no."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
     if isinstance(value, Mapping) and "name" in value:  # a role, project or member with its source
         extra = f" ({value['source']})" if value.get("source") not in (None, "local") else ""
         return f"{value['name']}{extra}"
@@ -267,6 +269,8 @@ class AppShell(w.VBox):
         self.tabs = w.Tab()
         self.tabs.add_class("heroes-tabs")
         self.sections: dict[str, Section] = {}
+        self._tab_observed = False
+        self._loading = False
         self.children = [w.HTML(TABLE_STYLE), self.header, self.org_picker, self.notice, self.tabs]
         self.me: dict[str, Any] = {}
         try:
@@ -315,19 +319,40 @@ class AppShell(w.VBox):
         return str(self.org_picker.value or "")
 
     def show_org(self) -> None:
-        """Rebuild the tabs for the picked organization and the visitor's scopes there."""
+        """Rebuild the tabs for the picked organization and the visitor's scopes there; the first
+        tab is loaded now, the others each time they are opened (so what a tab shows is fresh, and
+        its charts are drawn while they are visible)."""
         org = self.organization
         api = self.base.in_org(org)
         have = self.scopes(org)
         sections: list[Section] = [cls(api) for cls in self.SECTIONS if not cls.scope or cls.scope in have]
         sections += self.extra_sections()
         self.sections = {s.title: s for s in sections}
-        self.tabs.children = sections
-        for i, s in enumerate(sections):
-            self.tabs.set_title(i, s.title)
-        for s in sections:
-            s.load()
+        if not self._tab_observed:
+            self.tabs.observe(self._tab_opened, names="selected_index")
+            self._tab_observed = True
+        self._loading = True
+        try:
+            self.tabs.children = sections
+            for i, s in enumerate(sections):
+                self.tabs.set_title(i, s.title)
+            self.tabs.selected_index = 0 if sections else None
+        finally:
+            self._loading = False
+        if sections:
+            sections[0].load()
         self.notice.clear()
 
+    def _tab_opened(self, change: dict[str, Any]) -> None:
+        index = change["new"]
+        if self._loading or index is None or index >= len(self.tabs.children):
+            return
+        self.tabs.children[index].load()
+
     def section(self, title: str) -> Section:
-        return self.sections[title]
+        """The tab *title*, opened (and so loaded) as a click on it would."""
+        section = self.sections[title]
+        index = list(self.tabs.children).index(section)
+        if self.tabs.selected_index != index:
+            self.tabs.selected_index = index
+        return section

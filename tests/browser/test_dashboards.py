@@ -219,12 +219,6 @@ def test_org_admin_creates_a_role_and_enrols_a_cluster(apps, browser, screenshot
         budgets.locator(".heroes-budget-list td.limit", has_text="2500").wait_for(timeout=30_000)
         budgets.locator(".js-plotly-plot").wait_for(timeout=60_000)
         page.screenshot(path=str(screenshots_dir / "dashboard-admin-08-budgets.png"))
-        tab(page, "Reports")
-        reports = page.locator(".heroes-reports")
-        reports.locator(".heroes-performance-table, .heroes-performance-missing").first.wait_for(
-            timeout=30_000
-        )
-        page.screenshot(path=str(screenshots_dir / "dashboard-admin-09-reports.png"))
         assert "Traceback" not in page.inner_text("body")
     except Exception:
         page.screenshot(path=str(screenshots_dir / "dashboard-failed-admin.png"))
@@ -352,7 +346,7 @@ def test_a_vendor_publishes_an_offer_that_an_admin_enables(apps, browser, screen
         ctx.close()
 
     # not enabled yet: not a candidate of the researcher's decision
-    assert f"{PROVIDER}/local" not in candidates(apps)
+    assert f"{PROVIDER}/local" not in decide(apps)[1]
 
     # the client's org admin sees it in the admin app and enables it
     ctx, page = open_app(browser, apps, ADMIN, apps.admin_url, "heroes-admin-app")
@@ -376,15 +370,52 @@ def test_a_vendor_publishes_an_offer_that_an_admin_enables(apps, browser, screen
     enabled = apps.hub.api("GET", "/organization/admin/offers", apps.tokens[ADMIN]).json()
     assert [(e["name"], e["enabled_by"], e["accepted_version"]) for e in enabled] == [(OFFER, ADMIN, 1)]
     # now it is a candidate of the researcher's decision, at the vendor's price
-    rows = candidates(apps)
+    decision, rows = decide(apps)
     assert f"{PROVIDER}/local" in rows, rows
     assert rows[f"{PROVIDER}/local"]["queue"] == "debug"
 
+    # the researcher runs there, from that decision: the vendor sees the client and the revenue, the
+    # admin the cost and how good the runtime prediction was
+    client = HeroesClient(apps.hub.url + "/services/heroes/", apps.tokens[RESEARCHER])
+    body = {
+        "template": TEMPLATE,
+        "cluster": f"{PROVIDER}/local",
+        "queue": "debug",
+        "params": {"samples": 100000},
+        "decision": decision,
+    }
+    inst = client.request("POST", "/organization/workflow/submit", json_body=body)
+    assert client.wait(inst["id"], timeout=240)["state"] == "completed"
 
-def candidates(apps) -> dict[str, dict]:
-    """The researcher's decision for TEMPLATE through HeroesClient.decide: cluster label -> row."""
+    ctx, page = open_app(browser, apps, VENDOR, apps.vendor_url, "heroes-vendor-app")
+    try:
+        tab(page, "Usage and revenue")
+        revenue = page.locator(".heroes-revenue")
+        used = revenue.locator(".heroes-revenue-clients tr", has_text=ORG)
+        used.wait_for(timeout=60_000)
+        assert OFFER in used.inner_text() and "EUR=" in used.inner_text()
+        revenue.locator(".js-plotly-plot").wait_for(timeout=60_000)
+        page.screenshot(path=str(screenshots_dir / "dashboard-vendor-02-revenue.png"))
+    finally:
+        ctx.close()
+    ctx, page = open_app(browser, apps, ADMIN, apps.admin_url, "heroes-admin-app")
+    try:
+        tab(page, "Reports")
+        reports = page.locator(".heroes-reports")
+        reports.locator(".heroes-usage-list td.jobs", has_text="1").first.wait_for(timeout=60_000)
+        perf = reports.locator(".heroes-performance-table tr[data-key]")
+        perf.first.wait_for(timeout=60_000)
+        assert perf.first.locator("td.count").inner_text() == "1"
+        reports.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(screenshots_dir / "dashboard-admin-09-reports.png"), full_page=True)
+    finally:
+        ctx.close()
+
+
+def decide(apps) -> tuple[str, dict[str, dict]]:
+    """The researcher's decision for TEMPLATE through HeroesClient.decide: its id, and cluster label -> row."""
     client = HeroesClient(apps.hub.url + "/services/heroes/", apps.tokens[RESEARCHER])
     df = client.decide(TEMPLATE, {"samples": 100000})
     rows = {str(r["cluster"]): dict(r) for r in df.to_dict("records")}
     assert "own" in rows, rows  # the organization's own cluster is always a candidate
-    return rows
+    return str(df.attrs["decision"]), rows
