@@ -607,7 +607,9 @@ class ReportsSection(Section):
         if rows and currencies:
             from ..accounting.reports import cost_over_time_figure
 
-            show_figure(self.figure, cost_over_time_figure(rows, currency=currencies[0], group=by))
+            fig = cost_over_time_figure(rows, currency=currencies[0], group=by)
+            fig.update_xaxes(type="category")  # periods are labels ("2025-03"), not instants
+            show_figure(self.figure, fig)
         self.show_performance()
 
     def show_performance(self) -> None:
@@ -669,11 +671,19 @@ def performance_figure(jobs: list[Mapping[str, Any]]) -> Any:
                 text=[f"{j.get('template', '')} {j.get('cluster', '')}/{j.get('queue', '')}" for j in mine],
             )
         )
-    top = max(max(j["actual_s"], j["predicted_s"]) for j in jobs) or 1.0
-    fig.add_trace(go.Scatter(name="exact", mode="lines", x=[0, top], y=[0, top], line={"dash": "dot"}))
+    values = [v for j in jobs for v in (j["actual_s"], j["predicted_s"])]
+    low, top = min(values), max(values) or 1.0
+    log = low > 0  # runtimes span orders of magnitude: log axes when they can be
+    start = low if log else 0.0
+    fig.add_trace(
+        go.Scatter(name="exact", mode="lines", x=[start, top], y=[start, top], line={"dash": "dot"})
+    )
     fig.update_layout(
         title="Predicted vs actual runtime", xaxis_title="actual (s)", yaxis_title="predicted (s)"
     )
+    if log:
+        fig.update_xaxes(type="log")
+        fig.update_yaxes(type="log")
     return fig
 
 

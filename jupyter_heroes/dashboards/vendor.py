@@ -317,7 +317,9 @@ class RevenueSection(Section):
         if rows and currencies:
             from ..accounting.reports import revenue_figure
 
-            show_figure(self.figure, revenue_figure(rows, currency=currencies[0]))
+            fig = revenue_figure(rows, currency=currencies[0])
+            fig.update_xaxes(type="category")  # periods are labels ("2025-03"), not instants
+            show_figure(self.figure, fig)
 
 
 class VendorApp(AppShell):
