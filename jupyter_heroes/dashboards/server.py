@@ -177,13 +177,59 @@ class KernelOwnerAuthorizer(JupyterHubAuthorizer):
         return True
 
 
+#: app -> (class, the notebook's introduction): what ``notebooks/<app>.ipynb`` holds
+NOTEBOOK_CELLS = {
+    "admin": (
+        "AdminApp",
+        "Manage your organization's users, groups, roles, clusters, templates, offers and budgets, and read "
+        "its usage, cost and decision reports. Platform administrators also manage organizations. Served by "
+        "the hub at `/services/heroes-admin/`; see `docs/admin/dashboard.md`.",
+    ),
+    "vendor": (
+        "VendorApp",
+        "Publish your clusters' queues as offers and your applications with licence prices; see who uses "
+        "them and your revenue. Served by the hub at `/services/heroes-vendor/`; see "
+        "`docs/vendor/dashboard.md`.",
+    ),
+}
+
+
+def dashboard_notebook(app: str) -> Any:
+    """The notebook of *app* (``admin`` or ``vendor``): an introduction and one cell showing the app."""
+    import nbformat
+
+    cls, intro = NOTEBOOK_CELLS[app]
+    return nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell(intro),
+            nbformat.v4.new_code_cell(f"from jupyter_heroes.dashboards import {cls}\n\n{cls}()"),
+        ],
+        metadata={
+            "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+    )
+
+
 def notebook_path(app: str) -> Path:
-    """``admin`` / ``vendor`` -> the shipped notebook; anything else is taken as a path."""
-    if app in APPS:
-        env = os.environ.get("HEROES_NOTEBOOKS_DIR")
-        base = Path(env) if env else NOTEBOOKS_DIR
-        return base / f"{app}.ipynb"
-    return Path(app)
+    """``admin`` / ``vendor`` -> its notebook: in ``$HEROES_NOTEBOOKS_DIR`` if set, else the repository's
+    ``notebooks/`` (a source checkout), else written from :func:`dashboard_notebook` into the Jupyter
+    runtime directory (an installed wheel). Anything else is taken as the path of a notebook."""
+    if app not in APPS:
+        return Path(app)
+    env = os.environ.get("HEROES_NOTEBOOKS_DIR")
+    if env:
+        return Path(env) / f"{app}.ipynb"
+    shipped = NOTEBOOKS_DIR / f"{app}.ipynb"
+    if shipped.is_file():
+        return shipped
+    import nbformat
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    target = Path(jupyter_runtime_dir()) / "heroes-dashboards" / f"{app}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(dashboard_notebook(app), target)
+    return target
 
 
 def voila_argv(app: str, extra: list[str] | None = None, env: dict[str, str] | None = None) -> list[str]:

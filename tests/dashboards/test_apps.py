@@ -198,3 +198,26 @@ def test_helpers():
         parse_document("- a\n- b")
     with pytest.raises(ValueError, match="paste the template"):
         parse_document("  ")
+
+
+def test_performance_rendering():
+    from jupyter_heroes.dashboards.admin import performance_figure, render_any
+
+    jobs = [
+        {
+            "model_version": "3",
+            "actual_s": 60.0,
+            "predicted_s": 90.0,
+            "predicted_low_s": 40.0,
+            "predicted_high_s": 200.0,
+        },
+        {"model_version": "4", "actual_s": 600.0, "predicted_s": 500.0},
+    ]
+    fig = performance_figure(jobs)
+    assert [t.name for t in fig.data] == ["3", "4", "exact"]
+    assert list(fig.data[0].error_y.array) == [110.0] and list(fig.data[0].error_y.arrayminus) == [50.0]
+    assert fig.layout.xaxis.type == "log" and list(fig.data[2].x) == [60.0, 600.0]
+    zero = performance_figure([{"model_version": "1", "actual_s": 0.0, "predicted_s": 5.0}])
+    assert zero.layout.xaxis.type is None and list(zero.data[-1].x) == [0.0, 5.0]
+    html = render_any({"accuracy": 0.5, "groups": [{"a": 1}, {"b": "<i>"}]}, css="t")
+    assert "<h5>groups</h5>" in html and "&lt;i&gt;" in html and "0.5" in html

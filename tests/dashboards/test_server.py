@@ -71,7 +71,7 @@ def test_voila_command_line_from_the_service_environment():
         server.voila_argv("no-such.ipynb", [], env)
 
 
-def test_the_shipped_notebooks_are_thin_and_clean():
+def test_the_shipped_notebooks_are_thin_and_clean(tmp_path, monkeypatch):
     import nbformat
 
     for app, cls in (("admin", "AdminApp"), ("vendor", "VendorApp")):
@@ -79,6 +79,16 @@ def test_the_shipped_notebooks_are_thin_and_clean():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert [c.source for c in code] == [f"from jupyter_heroes.dashboards import {cls}\n\n{cls}()"]
         assert all(not c.outputs and c.execution_count is None for c in code)
+        # without the repository (an installed wheel) the same notebook is written at start-up
+        made = server.dashboard_notebook(app)
+        assert [(c.cell_type, c.source) for c in made.cells] == [(c.cell_type, c.source) for c in nb.cells]
+    monkeypatch.setattr(server, "NOTEBOOKS_DIR", tmp_path / "no-checkout")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    path = server.notebook_path("vendor")
+    assert path == tmp_path / "runtime" / "heroes-dashboards" / "vendor.ipynb"
+    assert "VendorApp()" in nbformat.read(path, as_version=4).cells[1].source
+    monkeypatch.setenv("HEROES_NOTEBOOKS_DIR", str(tmp_path / "mine"))
+    assert server.notebook_path("admin") == tmp_path / "mine" / "admin.ipynb"
 
 
 def test_install_heroes_apps_registers_gated_services():
