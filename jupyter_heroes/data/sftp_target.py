@@ -81,6 +81,26 @@ _HASH_PY = (
     "    sys.stdout.write(out+'\\n')\n"
     "    sys.stdout.flush()\n"
 )
+# One request, "<size>\t<path>": hash the file as it grows until it holds <size> bytes (or no byte
+# came for FOLLOW_IDLE seconds: an empty line). python3 only: without it the channel ends at once.
+FOLLOW_IDLE = 30
+_FOLLOW_PY = (
+    "import sys,time,hashlib\n"
+    "n,p=sys.stdin.buffer.readline().rstrip(b'\\n').split(b'\\t',1)\n"
+    "n=int(n);h=hashlib.sha256();got=0;idle=0.0\n"
+    "try:\n"
+    "    with open(p,'rb') as f:\n"
+    "        while got<n and idle<IDLE:\n"
+    "            b=f.read(min(1<<20,n-got))\n"
+    "            if b:\n"
+    "                h.update(b);got+=len(b);idle=0.0\n"
+    "            else:\n"
+    "                time.sleep(0.01);idle+=0.01\n"
+    "        out=h.hexdigest() if got==n and not f.read(1) else ''\n"
+    "except OSError:\n"
+    "    out=''\n"
+    "sys.stdout.write(out+'\\n');sys.stdout.flush()\n"
+).replace("IDLE", str(FOLLOW_IDLE))
 _HASH_SH = (
     'while IFS= read -r p; do h=$( (openssl dgst -sha256 -r -- "$p" || sha256sum -- "$p") 2>/dev/null ); '
     'echo "${h%% *}"; done'
@@ -88,6 +108,9 @@ _HASH_SH = (
 _HASH_LOOP = (
     f"if command -v python3 >/dev/null 2>&1; then exec python3 -c {shlex.quote(_HASH_PY)}; fi; {_HASH_SH}"
 )
+
+
+_FOLLOW_COMMAND = f"exec python3 -c {shlex.quote(_FOLLOW_PY)}"
 
 
 class _WindowedWriter:
@@ -146,9 +169,9 @@ class _HashChannel:
     documentation). Requests are pipelined: callers queue a future and a line under a lock, a
     reader thread answers the futures in order."""
 
-    def __init__(self, transport: paramiko.Transport, timeout: float) -> None:
+    def __init__(self, transport: paramiko.Transport, timeout: float, command: str = _HASH_LOOP) -> None:
         self._chan = transport.open_session(timeout=timeout)
-        self._chan.exec_command("sh -c " + shlex.quote(_HASH_LOOP))
+        self._chan.exec_command("sh -c " + shlex.quote(command))
         self._lock = threading.Lock()
         self._waiting: collections.deque[concurrent.futures.Future[str | None]] = collections.deque()
         self._dead: BaseException | None = None
@@ -162,6 +185,10 @@ class _HashChannel:
     @property
     def alive(self) -> bool:
         return self._dead is None and not self._chan.closed
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._chan.closed)
 
     def request(self, path: str) -> concurrent.futures.Future[str | None]:
         fut: concurrent.futures.Future[str | None] = concurrent.futures.Future()
@@ -422,6 +449,24 @@ class SFTPTarget(BlockingTarget):
                 f"{self.host} computed no checksum of {path} within {max(self.timeout, 600.0):.0f}s"
             ) from None
 
+    async def checksum_follow(self, path: str, size: int) -> FollowedChecksum | None:
+        """Start hashing *path* on the server while it is being written, until it holds *size*
+        bytes (see :class:`FollowedChecksum`). None if exec is disabled or the path cannot travel
+        as one line."""
+        if not self.exec_checksum or "\n" in path or "\r" in path:
+            return None
+
+        def start() -> tuple[_HashChannel, concurrent.futures.Future[str | None]]:
+            chan = _HashChannel(self._transport, self.timeout, _FOLLOW_COMMAND)
+            try:
+                return chan, chan.request(f"{size}\t{path}")
+            except BaseException:
+                chan.close()
+                raise
+
+        chan, fut = await self._run(start)
+        return FollowedChecksum(self, chan, fut)
+
     def _hash_request(self, path: str) -> concurrent.futures.Future[str | None]:
         """Queue *path* on the least busy checksum shell, starting one if fewer than
         ``hash_channels`` run (runs in a worker thread: opening a channel blocks)."""
@@ -459,6 +504,31 @@ class SFTPTarget(BlockingTarget):
             h.close()
         self._hashers = []
         await super().close()
+
+
+class FollowedChecksum:
+    """A SHA-256 being computed on the server as a file lands (:meth:`SFTPTarget.checksum_follow`):
+    await :meth:`result` once the last byte is written (None if it could not tell: no python3 on
+    the server, or the file stopped growing); :meth:`close` ends it early (a failed copy)."""
+
+    def __init__(
+        self, target: SFTPTarget, chan: _HashChannel, fut: concurrent.futures.Future[str | None]
+    ) -> None:
+        self._target = target
+        self._chan = chan
+        self._fut = fut
+
+    async def result(self) -> str | None:
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(self._fut), max(self._target.timeout, 600.0))
+        except (EOFError, TimeoutError):
+            return None
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if not self._chan.closed:
+            await self._target._run(self._chan.close)
 
 
 def _is_dir(c: paramiko.SFTPClient, path: str) -> bool:

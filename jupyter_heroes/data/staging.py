@@ -212,6 +212,11 @@ class Stager:
     reading them back rather than by the target's ``checksum`` (default 64 KiB: below that, three
     SFTP round trips cost less than starting a hashing process on the cluster).
 
+    An input of at least *follow_above* bytes (32 MiB) copied in one stream is hashed on the cluster
+    while it lands, when the target can (``checksum_follow``): the digest of the file as stored is
+    ready soon after its last byte instead of after a second pass over it. A digest that does not
+    match is checked again by a pass over the file before the copy counts as failed.
+
     With *segments* > 1 (default 1: off), an input of at least *segment_threshold* bytes (still to
     copy) moves as segments of *segment_size* bytes, *segments* at once, each with its own ranged
     GET and its own file handle (one large file then uses several connections to the store and
@@ -233,6 +238,7 @@ class Stager:
         chunk_size: int = 1 * MiB,
         resumable_size: int = 8 * MiB,
         readback_below: int = 64 * 1024,
+        follow_above: int = 32 * MiB,
         segments: int = 1,
         segment_size: int = 8 * MiB,
         segment_threshold: int = 64 * MiB,
@@ -250,6 +256,7 @@ class Stager:
         self.chunk_size = chunk_size
         self.resumable_size = resumable_size
         self.readback_below = readback_below
+        self.follow_above = follow_above
         if segments < 1 or segment_size < 1:
             raise ValueError("segments and segment_size must be at least 1")
         self.segments = segments
@@ -473,6 +480,23 @@ class Stager:
     async def _copy_in(
         self, rec: TransferRecord, bucket: str, listed: ObjectInfo, dest: str, dirs: _Dirs
     ) -> None:
+        followers: list[Any] = []  # checksums computed on the cluster as files land
+        try:
+            await self._copy_in_file(rec, bucket, listed, dest, dirs, followers)
+        finally:
+            for follower in followers:  # a failed copy: stop them (done ones are closed already)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(follower.close())
+
+    async def _copy_in_file(
+        self,
+        rec: TransferRecord,
+        bucket: str,
+        listed: ObjectInfo,
+        dest: str,
+        dirs: _Dirs,
+        followers: list[Any],
+    ) -> None:
         entries = await dirs.ensure(posixpath.dirname(dest))
         if listed.is_folder:
             existed = await self._stat_or_none(dest)
@@ -542,6 +566,7 @@ class Stager:
 
         # 3. copy the rest, hashing as it goes (the hash runs in a thread while the chunk is written)
         done = offset
+        landing: Any = None  # a FollowedChecksum of the target
 
         async def progress(n: int) -> None:
             nonlocal done
@@ -558,6 +583,13 @@ class Stager:
             try:
                 if offset:
                     await f.seek(offset)
+                follow_checksum = getattr(self.target, "checksum_follow", None)
+                if follow_checksum is not None and obj.size - offset >= self.follow_above:
+                    # the cluster hashes the .part as it lands: its digest is ready soon after the
+                    # last byte, instead of a second pass over the whole file after the copy
+                    landing = await follow_checksum(part, obj.size)
+                    if landing is not None:
+                        followers.append(landing)
 
                 async def write(chunk: bytes) -> None:
                     digest.decide(got_headers)
@@ -597,7 +629,9 @@ class Stager:
                 "run the staging again"
             )
         await self.target.rename(part, dest)
-        landed = await self._target_sha256(dest, done)
+        landed = await landing.result() if landing is not None else None
+        if landed != got:  # not followed, or the follower could not tell: a pass over the file
+            landed = await self._target_sha256(dest, done)
         if landed != got:
             await self._remove_quietly(dest)
             await self._remove_quietly(meta)

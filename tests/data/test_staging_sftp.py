@@ -3,6 +3,7 @@ server killed in the middle of a transfer and brought back."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -161,3 +162,24 @@ async def test_resume_after_the_ssh_server_is_killed(
     # and once more: everything is in place, nothing moves
     final = await Stager(storage, sftp_target()).stage_in(bucket, instance_dir, prefix="in/")
     assert (final.copied, final.skipped, final.bytes) == (0, 3, 0)
+
+
+async def test_checksum_follow_hashes_a_file_as_it_lands(sftp_target, instance_dir):
+    target = sftp_target()
+    await target.makedirs(instance_dir)
+    path = f"{instance_dir}/grow.bin"
+    data = os.urandom(5 * MiB + 7)
+    f = await target.open(path, "wb")
+    follow = await target.checksum_follow(path, len(data))
+    try:
+        for i in range(0, len(data), MiB):
+            await f.write(data[i : i + MiB])
+            await f.flush()
+            await asyncio.sleep(0.05)  # the follower catches up and waits for more
+    finally:
+        await f.close()
+    assert await follow.result() == sha(data)
+    # a file longer than announced, or absent, is not vouched for
+    assert await (await target.checksum_follow(path, len(data) - 1)).result() is None
+    assert await (await target.checksum_follow(f"{instance_dir}/absent", 10)).result() is None
+    assert await sftp_target(exec_checksum=False).checksum_follow(path, len(data)) is None
