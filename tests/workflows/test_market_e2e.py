@@ -251,6 +251,7 @@ def test_offer_run_on_slurm_ledger_report_revenue_and_budget_agree(market):
     res = inst["reservation"]
     # upper bound: 0.10 fixed + 1 core x 5 min x 36.00/h = 3.10 EUR, x margin 1.5 = 4.65
     assert (res["state"], res["currency"], res["predicted"]) == ("held", "EUR", "3.10"), res
+    assert res["basis"] == f"offer {market.tag}-debug v1, requested walltime x resources", res
     assert res["holds"] == [{"budget_id": budget_id, "reserved": "4.65", "spent": None}]
     held = market.ok("admin", "GET", f"/organization/budgets/{budget_id}")
     assert Decimal(held["reserved"]) >= Decimal("4.65")
@@ -316,6 +317,35 @@ def test_budget_too_small_refuses_with_numbers_and_leaves_nothing(market):
         assert part in err["message"], err["message"]
     assert market.ok("res", "GET", "/organization/workflow/instance") == before
     assert market.ok("admin", "GET", "/organization/budgets") == budgets_before
+
+
+def test_submission_following_a_decision_reserves_its_prediction(market):
+    d = market.ok("res", "POST", "/organization/decision/decide", {"template": "sleepy"}, 201)
+    rows = {(c["cluster"], c["queue"]): c for c in d["candidates"]}
+    row = rows[(market.label, "debug")]
+    assert row["status"] == "ranked", d
+    assert (market.label, "long") not in rows or rows[(market.label, "long")]["status"] != "ranked"
+    inst = market.submit("sleepy", cluster=market.label, decision=d["decision"], project="lab")
+    res = inst["reservation"]
+    # the decision priced the run under the offer (EUR): that prediction is what is reserved
+    assert d["currency"] == "EUR" and row["cost"] is not None, d
+    assert Decimal(res["predicted"]) == Decimal(row["cost"]), (res, row)
+    assert res["basis"] == "decision prediction", res
+    assert res["state"] == "held"
+    # a decision is followed once
+    r = market.call(
+        "res",
+        "POST",
+        "/organization/workflow/submit",
+        {"template": "sleepy", "cluster": market.label, "decision": d["decision"]},
+    )
+    assert r.status_code == 409 and r.json()["reason"] == "decision_already_used", r.text
+    stored = market.ok("res", "GET", f"/organization/decision/{d['decision']}")
+    assert stored["instance"] == inst["id"]
+    view = market.wait(inst["id"])
+    assert view["state"] == "completed" and view["reservation"]["state"] == "settled"
+    (rec,) = market.records(inst["id"])
+    assert view["reservation"]["actual"] == rec["cost"]
 
 
 def test_sse_stream_says_connected_first(market):

@@ -70,7 +70,8 @@ INSTANCE = schemas.obj(
         "reservation": {
             "type": "object",
             "nullable": True,
-            "description": "the budget reservation: predicted, reserved per budget, actual (decimal strings)",
+            "description": "the budget reservation: predicted (and its basis), reserved per budget, actual "
+            "(decimal strings)",
         },
     },
     closed=False,
@@ -180,6 +181,7 @@ def reservation_view(s: Any, inst: orm.WorkflowInstance) -> tuple[int | None, di
         "state": r.state,
         "currency": r.currency,
         "predicted": str(from_cents(r.predicted_cents)),
+        "basis": r.note.split(": ", 1)[-1],
         "actual": str(from_cents(r.actual_cents)) if r.actual_cents is not None else None,
         "holds": [
             {
@@ -398,7 +400,7 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
             raise ApiError(e.status, e.message, e.reason) from None
         label = cluster_label(s, cluster, org.id)
         decision = body.get("decision")
-        predicted = _decision_cost(s, decision, label, queue) if decision else None
+        predicted = _decision_cost(s, org.id, decision, label, queue) if decision else None
         with domain_errors():  # BudgetExceeded: 409 budget_exceeded, with the numbers
             reservation = engine.admit(s, inst, offer=offer, predicted=predicted)
         if decision:
@@ -419,14 +421,14 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
         return view
 
 
-def _decision_cost(s: Any, decision_id: str, cluster: str, queue: str) -> tuple[int, str] | None:
+def _decision_cost(s: Any, org_id: int, decision_id: str, cluster: str, queue: str) -> tuple[int, str] | None:
     """The decision's predicted cost of this placement, or None (no decision module yet, or the
     decision did not price it): then the walltime upper bound is reserved."""
     try:
         from ...decision.store import predicted_cost
     except ImportError:
         return None
-    return predicted_cost(s, decision_id, cluster, queue)
+    return predicted_cost(s, decision_id, cluster, queue, org_id=org_id)
 
 
 def _link_decision(s: Any, org_id: int, decision_id: str, instance_id: str, cluster: str, queue: str) -> None:
