@@ -11,9 +11,11 @@ and Voila without any front-end build.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import ipywidgets as w
 
@@ -358,11 +360,45 @@ class JobMonitor(w.VBox):
             )
         self.staging_view.value = f"<b>Files</b><ul style='margin:2px 0'>{''.join(rows)}</ul>" if rows else ""
 
+    #: the base URL of the Jupyter server this kernel belongs to (``/user/NAME/`` under JupyterHub),
+    #: whose HEROES server extension serves downloads to the logged-in browser; None: no links
+    server_base_url: str | None = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or None
+    _bucket: str | None = None
+
+    def download_url(self, key: str) -> str | None:
+        """A link that downloads *key* from your bucket through this Jupyter server's HEROES server
+        extension (the browser's own login; no token in the page), or None when the server's base
+        URL is unknown or the organization has no object store."""
+        base = self.server_base_url
+        if not base:
+            return None
+        if self._bucket is None:
+            try:
+                self._bucket = self.client.home_bucket(create=False)
+            except HeroesError as e:
+                log.info("no download links: %s", e.reason)
+                self._bucket = ""
+        if not self._bucket:
+            return None
+        query = {"bucket": self._bucket, "key": key}
+        if self.client.organization:
+            query["organization"] = self.client.organization
+        return f"{base.rstrip('/')}/heroes/api/v1/organization/data/download?{urlencode(query)}"
+
     def _render_outputs(self) -> None:
         if not self.outputs:
             self.outputs_view.value = ""
             return
-        items = "".join(f"<li><code>{_esc(o)}</code></li>" for o in self.outputs)
+        items = ""
+        for o in self.outputs:
+            url = self.download_url(o)
+            if url is None:
+                items += f"<li><code>{_esc(o)}</code></li>"
+            else:
+                items += (
+                    f"<li><a class='heroes-download' href='{_esc(url)}' download target='_blank' "
+                    f"title='download'><code>{_esc(o)}</code></a></li>"
+                )
         self.outputs_view.value = f"<b>Outputs</b> (in your storage)<ul style='margin:2px 0'>{items}</ul>"
 
     def _error(self, message: str) -> None:

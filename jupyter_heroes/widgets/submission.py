@@ -381,7 +381,7 @@ class SubmissionWidget(w.VBox):
         except HeroesError as e:
             self._error(e.message)
             return None
-        self.decision_view.value = df.to_html(index=False, border=0, max_rows=30, na_rep="")
+        self.decision_view.value = decision_table_html(df)
         best = df[df["rank"] == 1] if "rank" in df.columns else df.iloc[:0]
         if len(best) and "cluster" in df.columns:
             row: Mapping[str, Any] = best.iloc[0].to_dict()
@@ -394,3 +394,65 @@ class SubmissionWidget(w.VBox):
         if self.monitor is not None:
             self.monitor.close()
         super().close()
+
+
+#: (column of the decision table, heading) shown by the widget, in this order; the rest stay in the
+#: DataFrame that :meth:`SubmissionWidget.compare` returns
+DECISION_COLUMNS = [
+    ("rank", "rank"),
+    ("cluster", "cluster"),
+    ("queue", "queue"),
+    ("status", "status"),
+    ("expected_end", "result by"),
+    ("runtime_s", "runtime"),
+    ("cost", "cost"),
+    ("energy_kwh", "energy kWh"),
+    ("co2e_kg", "CO2e kg"),
+    ("why", "why"),
+]
+
+
+def _cell(column: str, value: Any, row: Mapping[str, Any]) -> str:
+    if value is None or (isinstance(value, float) and value != value) or str(value) in ("<NA>", "NaT", "nan"):
+        return ""
+    if column == "runtime_s":
+        minutes = round(float(value) / 60)
+        return f"{minutes // 60}:{minutes % 60:02d} h"
+    if column == "expected_end":
+        return str(value).replace("T", " ")[:16] + " UTC"
+    if column == "cost":
+        return f"{value} {row.get('currency') or ''}".strip()
+    if column in ("energy_kwh", "co2e_kg"):
+        return f"{float(value):.3g}"
+    return str(value)
+
+
+def _attr(value: Any) -> str:
+    return _esc(str(value)).replace("'", "&#39;")
+
+
+def decision_table_html(df: Any, max_rows: int = 30) -> str:
+    """The decision's candidates as a compact HTML table: one row per candidate (``tr.heroes-candidate``
+    with ``data-cluster``/``data-queue``), the recommended one (rank 1) highlighted
+    (``heroes-recommended``), the reasons in the last column."""
+    cols = [(c, h) for c, h in DECISION_COLUMNS if c in df.columns]
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{_esc(h)}</th>" for _, h in cols)
+    rows = []
+    for rec in df.head(max_rows).to_dict(orient="records"):
+        best = str(rec.get("rank")) == "1"
+        style = "background:#e8f5e9;font-weight:600" if best else ""
+        cells = "".join(
+            f"<td style='padding:2px 8px;vertical-align:top{';min-width:280px' if c == 'why' else ''}'>"
+            f"{_esc(_cell(c, rec.get(c), rec))}</td>"
+            for c, _ in cols
+        )
+        rows.append(
+            f"<tr class='heroes-candidate{' heroes-recommended' if best else ''}' style='{style}' "
+            f"data-cluster='{_attr(rec.get('cluster', ''))}' data-queue='{_attr(rec.get('queue', ''))}'>"
+            f"{cells}</tr>"
+        )
+    note = f"<div style='color:#777'>{len(df) - max_rows} more not shown</div>" if len(df) > max_rows else ""
+    return (
+        "<table class='heroes-decision-table' style='border-collapse:collapse;font-size:90%'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
+    )

@@ -1,0 +1,67 @@
+"""The submission widget's decision table (pure: a DataFrame in the shape the client returns)."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from jupyter_heroes.widgets.submission import decision_table_html
+
+
+def test_one_row_per_candidate_recommended_first_and_escaped():
+    df = pd.DataFrame(
+        [
+            {
+                "rank": 1,
+                "cluster": "galileo",
+                "queue": "debug",
+                "status": "ranked",
+                "why": "best weighted score <fastest>",
+                "expected_end": "2026-11-22T02:07:34.104846+00:00",
+                "runtime_s": 5400.0,
+                "cost": "1.20",
+                "currency": "EUR",
+                "energy_kwh": 0.123456,
+                "co2e_kg": 0.0101,
+                "key": "galileo/debug",
+            },
+            {
+                "rank": pd.NA,
+                "cluster": "vendor/o'hare",
+                "queue": "long",
+                "status": "excluded",
+                "why": "over budget",
+                "expected_end": None,
+                "runtime_s": float("nan"),
+                "cost": None,
+                "currency": "EUR",
+                "energy_kwh": float("nan"),
+                "co2e_kg": float("nan"),
+                "key": "x",
+            },
+        ]
+    ).astype({"rank": "Int64"})
+    html = decision_table_html(df)
+    assert html.count("<tr class='heroes-candidate") == 2
+    assert html.count("heroes-recommended") == 1
+    assert "data-cluster='galileo' data-queue='debug'" in html.split("heroes-recommended", 1)[1][:200]
+    heads = re.findall(r"<th [^>]*>(.*?)</th>", html)
+    assert heads == [
+        "rank",
+        "cluster",
+        "queue",
+        "status",
+        "result by",
+        "runtime",
+        "cost",
+        "energy kWh",
+        "CO2e kg",
+        "why",
+    ]
+    assert "2026-11-22 02:07 UTC" in html and "1:30 h" in html and "1.20 EUR" in html
+    assert "0.123" in html and "&lt;fastest&gt;" in html and "<fastest>" not in html
+    assert "o&#39;hare" in html and "nan" not in html and "&lt;NA&gt;" not in html
+    assert "galileo/debug" not in html  # internal columns stay in the DataFrame
+    many = pd.concat([df.iloc[:1]] * 35, ignore_index=True)
+    assert "5 more not shown" in decision_table_html(many)
