@@ -390,8 +390,9 @@ class WorkflowEngine(LoggingConfigurable):
                 if not self._ledger_ready(job):
                     return  # accounting lags: the backlog or the sweep comes back
                 self._record(s, job)
+        ran = s.scalar(select(UsageRecord.id).where(UsageRecord.instance_id == instance_id).limit(1))
         try:
-            st = settle_from_ledger(s, r)
+            st = settle_from_ledger(s, r) if ran is not None else budget_ops.release(s, r)
         except MarketError as e:
             self.log.warning("settling the budget of %s failed: %s", instance_id, e)
             return

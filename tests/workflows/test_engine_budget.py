@@ -174,3 +174,17 @@ async def test_hold_on_a_scheduler_that_cannot_hold_leaves_jobs_running(priced, 
     with dbutil.session_scope(world.factory) as s:
         assert s.get(WorkflowInstance, iid).state == "completed"
     assert Decimal(r.actual_cents) > 0
+
+
+async def test_a_run_cancelled_before_it_reached_the_cluster_releases_its_reservation(priced):
+    world = priced
+    iid = submit(world, "print('never')")
+    assert budget(world).reserved_cents == 160
+    await world.engine.cancel(iid)  # before launch: nothing was sent
+    with dbutil.session_scope(world.factory) as s:
+        assert s.get(WorkflowInstance, iid).state == "cancelled"
+        r = s.scalar(select(BudgetReservation).where(BudgetReservation.instance_id == iid))
+        assert (r.state, r.actual_cents) == ("released", 0)
+    assert ledger_rows(world, iid) == []
+    b = budget(world)
+    assert (b.reserved_cents, b.spent_cents) == (0, 0)

@@ -7,6 +7,14 @@ another organization's — answers 404. Submissions are validated against the te
 ranges, enums, locked values) and persisted before anything reaches a cluster; the answer is 201
 with the instance in state ``submitting``, and the engine hands the steps to the scheduler in the
 background.
+
+A submission runs on a cluster of the caller's organization or, named ``provider/cluster``, on the
+queue of an offer the organization enabled and can use now (``GET /organization/workflow/clusters``
+lists both; anything else is 404). In the transaction that creates the instance its predicted cost
+(the decision's, with ``decision``, else the requested walltime x resources under the offer version
+in force) x each budget's margin is reserved on the organization's and project's budgets: a budget
+that cannot cover it answers 409 ``budget_exceeded`` (the status of the budget API) with the
+numbers, and nothing is left behind. See ``docs/admin/billing.md``.
 """
 
 from __future__ import annotations
