@@ -278,7 +278,7 @@ class AppShell(w.VBox):
             self.me = self.base.me()
         except HeroesError as e:
             self.notice.error(e.message)
-            self.org_picker.layout.display = "none"
+            self.org_picker.layout.display = self.tabs.layout.display = "none"
             return
         orgs = self.organization_names()
         self.header.value = (
@@ -287,7 +287,7 @@ class AppShell(w.VBox):
         )
         if not orgs:
             self.notice.error(self.nothing_message())
-            self.org_picker.layout.display = "none"
+            self.org_picker.layout.display = self.tabs.layout.display = "none"
             return
         self.org_picker.options = orgs
         self.org_picker.value = organization if organization in orgs else orgs[0]
