@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from traitlets import TraitError
+from traitlets.config import Config
 
 from jupyter_heroes import orm
 from jupyter_heroes.decision import store
@@ -481,3 +483,107 @@ def test_org_predictors_learn_incrementally_from_finished_jobs_only(db):
         assert preds._model(db.ids.orgs["globex"]).predictor.observed == 0
     finally:
         preds.close()
+
+
+def _finished_job(inst, step, end, elapsed, **acct):
+    return orm.Job(
+        instance_id=inst.id,
+        step=step,
+        state="completed",
+        submitted=end - timedelta(seconds=elapsed + 60),
+        finished=end,
+        accounting={"elapsed_s": float(elapsed), **acct},
+    )
+
+
+def test_org_predictors_keep_max_orgs_and_rebuild_an_evicted_one_from_history(db):
+    """A bounded LRU: with room for one organization, using globex's predictor drops acme's; acme's
+    next use builds a new predictor that has learned its whole history again."""
+    acme, globex = db.ids.orgs["acme"], db.ids.orgs["globex"]
+    end = datetime(2026, 11, 21, 22, 0)
+    with db.session() as s:
+        s.add_all(
+            [_finished_job(_instance(s, db.ids), "main", end - timedelta(hours=i), 1200) for i in range(3)]
+        )
+        s.add(_finished_job(_instance(s, db.ids, org="globex"), "main", end, 60))
+    preds = OrgPredictors(db.factory, max_orgs=1)
+    try:
+        assert preds.catch_up(acme) == 3
+        first = preds._model(acme).predictor
+        assert preds.cached() == [acme] and preds.evictions == 0
+        assert preds.catch_up(globex) == 1
+        assert preds.cached() == [globex] and preds.evictions == 1
+        # rebuilt: a new predictor, caught up on all three jobs again, predicting from alice's history
+        assert preds.catch_up(acme) == 3
+        again = preds._model(acme).predictor
+        assert again is not first and again.observed == 3 and preds.evictions == 2
+        feats = {"application": "solver", "template": "solver", "step": "main", "user": "alice"}
+        feats.update(cores=16, memory_mb=4096, requested_time_s=3600)
+        got = again.predict(feats)
+        assert got.source == "user-history" and got.point == pytest.approx(1200)
+    finally:
+        preds.close()
+    # the most recently used one stays: with room for two, using acme keeps it over globex
+    lru = OrgPredictors(db.factory, max_orgs=2)
+    try:
+        lru.catch_up(acme), lru.catch_up(globex), lru.catch_up(acme)
+        third = db.ids.orgs[next(o for o in db.ids.orgs if db.ids.orgs[o] not in (acme, globex))]
+        lru.catch_up(third)
+        assert lru.cached() == [acme, third]
+    finally:
+        lru.close()
+    with pytest.raises(TraitError, match="max_orgs must be at least 1"):
+        OrgPredictors(db.factory, max_orgs=0)
+
+
+def test_advice_from_history_is_between_the_prediction_and_the_limits(db):
+    """After a user's runs of a step, the walltime advice is at least the predicted upper quantile
+    and below the template's request, halved on a twice-as-fast queue, and the memory advice is the
+    recent peak (per node) plus the margin; a step without a recorded peak keeps its memory request."""
+    from jupyter_heroes.decision.service import DecisionService, _Recording
+
+    acme = db.ids.orgs["acme"]
+    end = datetime(2026, 11, 21, 22, 0)
+    with db.session() as s:
+        # 'main' (8 tasks on 2 nodes) ran about 20 minutes, 300 MiB per task at most
+        for i in range(12):
+            s.add(
+                _finished_job(
+                    _instance(s, db.ids),
+                    "main",
+                    end - timedelta(hours=i),
+                    1100 + 20 * i,
+                    max_rss_bytes=300 * 2**20,
+                )
+            )
+        tpl = s.get(orm.WorkflowTemplate, db.ids.templates["acme"])
+        template = load_template(tpl.spec)
+    # a risk aversion of half the request per kill (the default, 20 requests, needs a long history
+    # of unharmed jobs before it advises less than the request)
+    svc = DecisionService(db.factory, config=Config({"AdvisorOptions": {"initial_aversion": 0.5}}))
+    try:
+        predictor = svc.predictors._model(acme).predictor
+        assert svc.predictors.catch_up(acme) == 12
+        limits = dict(max_nodes=4, cpus_per_node=16, mem_per_node_mb=8192, gpus_per_node=2)
+        cands = [
+            make_candidate("fast", "q", **limits, max_walltime_s=86400, site={"relative_speed": 2.0}),
+            make_candidate("slow", "q", **limits, max_walltime_s=7200),
+        ]
+        rec = _Recording(predictor)
+        d = decide(template, {}, cands, rec, now=NOW, user="alice")
+        advice = svc.advise(acme, "alice", template, d, rec.by_step, cands)
+        main = rec.by_step["main"]
+        assert set(advice) == {"fast/q", "slow/q"} and set(advice["slow/q"]) == {"main", "post"}
+        slow, fast = advice["slow/q"]["main"], advice["fast/q"]["main"]
+        assert main.q_high <= slow["walltime_s"] < 3600 and slow["walltime_s"] <= 3000
+        assert slow["walltime_s"] % 60 == 0 and slow["requested_walltime_s"] == 3600
+        assert fast["walltime_s"] == pytest.approx(slow["walltime_s"] / 2, abs=60)
+        assert fast["walltime_s"] >= main.point / 2
+        # peak 300 MiB per task x 4 tasks per node, +20%, rounded up to 64 MB
+        assert slow["memory_mb"] == 1472 and "your runs" in slow["memory_basis"]
+        post = advice["slow/q"]["post"]
+        assert main.q_high <= post["walltime_s"] < 3600  # the application's history, 'main' runs
+        assert post["memory_mb"] == post["requested_memory_mb"] == 512
+        assert "keep the request" in post["memory_basis"]
+    finally:
+        svc.close()
