@@ -25,22 +25,27 @@ and bump the model version. All of it runs in a small thread pool, never on the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
-from traitlets import Float, Integer, List, Unicode
+from traitlets import Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from ..dbutil import session_scope
 from ..orm import Cluster, Job, User, WorkflowInstance, WorkflowTemplate
 from ..workflows.templates import Resources, Template, load_template
+from .advice import AdvisorOptions, WalltimeAdvisor, memory_advice
 from .candidates import (
     CandidateQueue,
     Exclusion,
@@ -52,12 +57,18 @@ from .candidates import (
     estimate_waits,
     typical_wait,
 )
-from .decide import Decision, decide, step_features
+from .cost import Offer
+from .decide import Decision, Prediction, decide, step_features
 from .predict import FinishedJob, JobRequest, PredictionError, RuntimePredictor
+from .predict import Prediction as RuntimePrediction
 from .ranking import Policy, UserChoice, resolve_strategy
 from .store import DecisionStoreError, actual_runtime, get_policy, power_measurements, record_decision
 
 log = logging.getLogger("jupyter_heroes.decision")
+
+
+#: peak memories (MB per node) kept per (template, step) for the memory advice
+PEAKS_KEPT = 50
 
 
 @dataclass
@@ -66,10 +77,32 @@ class _OrgModel:
     last_finished: datetime | None = None
     last_job_id: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the organization's walltime advisor, its risk aversion adapted on every finished job
+    advisor: WalltimeAdvisor = field(default_factory=WalltimeAdvisor)
+    #: (template, step) -> recent (user, peak memory in MB per node) of finished jobs
+    peaks: dict[tuple[str, str], deque[tuple[str, float]]] = field(default_factory=dict)
 
 
 class OrgPredictors(LoggingConfigurable):
-    """One runtime predictor per organization, caught up on its finished jobs before each use."""
+    """One runtime predictor per organization, caught up on its finished jobs before each use.
+
+    At most ``max_orgs`` predictors are kept (least recently used first out); an organization whose
+    predictor was evicted gets a new one, rebuilt from its whole history on its next decision.
+    """
+
+    max_orgs = Integer(
+        64,
+        help="""Organizations whose runtime predictor is kept in memory (default 64). When one more is
+        needed, the least recently used is dropped; its next decision rebuilds it from the
+        organization's finished jobs (one pass over its history, in a thread; slower for a long
+        history). Each predictor holds about the last train_window jobs (c.PredictorOptions).""",
+    ).tag(config=True)
+
+    @validate("max_orgs")
+    def _at_least_one(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"c.OrgPredictors.max_orgs must be at least 1, got {proposal['value']}")
+        return proposal["value"]
 
     batch = Integer(
         5000,
@@ -83,20 +116,42 @@ class OrgPredictors(LoggingConfigurable):
         *,
         executor: ThreadPoolExecutor | None = None,
         predictor_factory: Callable[[], RuntimePredictor] | None = None,
+        advisor_options: AdvisorOptions | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.session_factory = session_factory
         self.executor = executor or ThreadPoolExecutor(2, thread_name_prefix="heroes-decision")
         self.predictor_factory = predictor_factory or (lambda: RuntimePredictor(config=self.config))
-        self._models: dict[int, _OrgModel] = {}
+        self.advisor_options = advisor_options or AdvisorOptions(parent=self)
+        self._models: OrderedDict[int, _OrgModel] = OrderedDict()
         self._guard = threading.Lock()
+        self.evictions = 0
 
     def _model(self, org_id: int) -> _OrgModel:
         with self._guard:
-            if org_id not in self._models:
-                self._models[org_id] = _OrgModel(self.predictor_factory())
-            return self._models[org_id]
+            m = self._models.get(org_id)
+            if m is not None:
+                self._models.move_to_end(org_id)
+                return m
+            m = self._models[org_id] = _OrgModel(
+                self.predictor_factory(), advisor=WalltimeAdvisor(self.advisor_options)
+            )
+            while len(self._models) > self.max_orgs:
+                old, _ = self._models.popitem(last=False)
+                self.evictions += 1
+                self.log.info(
+                    "decision: runtime predictor of organization %s dropped from memory "
+                    "(c.OrgPredictors.max_orgs=%d); it is rebuilt from its history when next needed",
+                    old,
+                    self.max_orgs,
+                )
+            return m
+
+    def cached(self) -> list[int]:
+        """The organizations whose predictor is in memory, least recently used first."""
+        with self._guard:
+            return list(self._models)
 
     async def get(self, org_id: int) -> RuntimePredictor:
         """The organization's predictor, having observed every job finished so far (in a thread)."""
@@ -142,14 +197,75 @@ class OrgPredictors(LoggingConfigurable):
             for job, inst, user in rows:
                 seen += 1
                 m.last_finished, m.last_job_id = job.finished, job.id
+                self._peak(s, m, job, inst, user, templates)
                 fj = self._finished(s, job, inst, user, templates)
                 if fj is None:
                     continue
                 try:
+                    self._advise_and_observe(m, fj)
                     m.predictor.observe(fj)
                 except PredictionError as e:  # one odd row must not stop learning from the others
                     self.log.warning("decision: job %s not learned from: %s", job.id, e)
         return seen
+
+    @staticmethod
+    def _advise_and_observe(m: _OrgModel, fj: FinishedJob) -> None:
+        """Let the advisor learn how the advice it would give now fares on this finished job (the
+        replay of :func:`.baselines.replay`, one job late): its risk aversion tracks
+        ``c.AdvisorOptions.target_kill_rate``."""
+        if fj.request.requested_time is None:
+            return
+        p = m.predictor.predict(dataclasses.replace(fj.request, job_id=None))
+        m.advisor.observe(m.advisor.advise(p), fj.run_time, fj.request.requested_time)
+
+    def advisor(self, org_id: int) -> WalltimeAdvisor:
+        """The organization's walltime advisor."""
+        return self._model(org_id).advisor
+
+    @staticmethod
+    def _template(
+        s: Session, inst: WorkflowInstance, templates: dict[int, Template | None]
+    ) -> Template | None:
+        if inst.template_id not in templates:
+            row = s.get(WorkflowTemplate, inst.template_id)
+            try:
+                templates[inst.template_id] = load_template(row.spec) if row else None
+            except ValueError:
+                templates[inst.template_id] = None
+        return templates[inst.template_id]
+
+    def _peak(
+        self,
+        s: Session,
+        m: _OrgModel,
+        job: Job,
+        inst: WorkflowInstance,
+        user: str,
+        templates: dict[int, Template | None],
+    ) -> None:
+        """Keep the job's peak memory per node (the scheduler's largest task RSS times the tasks
+        per node: conservative where the RSS already covers the node)."""
+        rss = (job.accounting or {}).get("max_rss_bytes")
+        if not isinstance(rss, int | float) or isinstance(rss, bool) or not rss > 0:
+            return
+        t = self._template(s, inst, templates)
+        if t is None:
+            return
+        try:
+            r = t.step(job.step).resources
+        except KeyError:
+            return
+        per_node = float(rss) / 2**20 * math.ceil(r.tasks / r.nodes)
+        m.peaks.setdefault((t.name, job.step), deque(maxlen=PEAKS_KEPT)).append((user, per_node))
+
+    def peaks(self, org_id: int, template: str, step: str, user: str) -> tuple[list[float], str]:
+        """Recent peak memories (MB per node) of *template*'s *step*: the user's own if any, else
+        everyone's in the organization; and which of the two."""
+        got = list(self._model(org_id).peaks.get((template, step), ()))
+        own = [p for u, p in got if u == user]
+        if own:
+            return own, "your"
+        return [p for _u, p in got], "your organization's"
 
     def _finished(
         self, s: Session, job: Job, inst: WorkflowInstance, user: str, templates: dict[int, Template | None]
@@ -157,13 +273,7 @@ class OrgPredictors(LoggingConfigurable):
         run = actual_runtime(job)
         if run is None:
             return None
-        if inst.template_id not in templates:
-            row = s.get(WorkflowTemplate, inst.template_id)
-            try:
-                templates[inst.template_id] = load_template(row.spec) if row else None
-            except ValueError:
-                templates[inst.template_id] = None
-        t = templates[inst.template_id]
+        t = self._template(s, inst, templates)
         if t is None:
             return None
         try:
@@ -182,6 +292,32 @@ class OrgPredictors(LoggingConfigurable):
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Recording:
+    """A predictor that keeps what it answered per step (the advice needs the whole prediction:
+    its walltime options and sample, not only the point and interval the table shows)."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.predictor = predictor
+        self.by_step: dict[str, Any] = {}
+
+    def predict(self, features: Mapping[str, Any]) -> Prediction:
+        p = self.predictor.predict(features)
+        self.by_step[str(features.get("step", ""))] = p
+        return p
+
+    def predict_many(self, feats: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        many = getattr(self.predictor, "predict_many", None)
+        preds = list(many(feats)) if callable(many) else [self.predictor.predict(f) for f in feats]
+        for f, p in zip(feats, preds, strict=True):
+            self.by_step[str(f.get("step", ""))] = p
+        return preds
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class _LiveOrTypical:
@@ -218,6 +354,16 @@ class DecideResult:
     model_version: str
     template: Template
     values: dict[str, Any]
+    #: ranked candidate (``cluster/queue``) -> step -> walltime and memory advice
+    advice: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision as JSON, each ranked row with its ``advice``."""
+        d = self.decision.to_dict()
+        for row in d["candidates"]:
+            if row.get("key") in self.advice:
+                row["advice"] = self.advice[row["key"]]
+        return d
 
 
 class DecisionService(LoggingConfigurable):
@@ -241,6 +387,17 @@ class DecisionService(LoggingConfigurable):
         with sbatch --test-only over their transport; other clusters use their site's typical_wait_s.""",
     ).tag(config=True)
 
+    advice_memory_margin = Float(
+        0.2,
+        help="""Memory advice: the largest recent peak (MB per node) of the same template step times
+        1 + this margin (default 0.2, i.e. +20%), rounded up to advice_memory_granularity_mb, never
+        above the template's request nor the queue's memory per node.""",
+    ).tag(config=True)
+
+    advice_memory_granularity_mb = Integer(
+        64, help="Memory advice is rounded up to a multiple of this many MB (default 64)."
+    ).tag(config=True)
+
     def __init__(
         self,
         session_factory: sessionmaker[Session],
@@ -253,6 +410,135 @@ class DecisionService(LoggingConfigurable):
         self.session_factory = session_factory
         self.backends = backends
         self.predictors = predictors or OrgPredictors(session_factory, parent=self)
+
+    # --- licences -------------------------------------------------------------------------------
+    def licence(self, s: Session, org_id: int, template: Template) -> tuple[Offer | None, str]:
+        """The licence price of the enabled marketplace application *template* runs, and a note.
+
+        A template runs an application when its ``application`` is the application's name, or
+        ``provider/name`` (needed when the organization enabled applications of that name from
+        several providers: a plain name matching several is not guessed, and the note says so)."""
+        from ..marketplace.applications import enabled_applications
+
+        app = template.application
+        apps = enabled_applications(s, org_id)
+        exact = [e for e in apps if f"{e.provider.name}/{e.application.name}" == app]
+        named = exact or [e for e in apps if e.application.name == app]
+        if len(named) == 1:
+            return named[0].price, ""
+        if len(named) > 1:
+            names = ", ".join(sorted(f"{e.provider.name}/{e.application.name}" for e in named))
+            return None, (
+                f"application {app} is enabled from several providers ({names}): no licence fee is "
+                "included; name the one it runs as provider/name in the template's application field"
+            )
+        return None, ""
+
+    @staticmethod
+    def _with_licence(decision: Decision, app_offer: Offer) -> None:
+        """Say in each priced row that its cost includes the licence fee (decide added it)."""
+        t = decision.table
+        if t.empty:
+            return
+        priced = t["cost"].map(lambda v: v is not None and v is not pd.NA)
+        t.loc[priced, "price_source"] = t.loc[priced, "price_source"].map(
+            lambda src: f"{src} + {app_offer.source}"
+        )
+        decision.notes.append(f"costs include the {app_offer.source}")
+
+    # --- submission advice ----------------------------------------------------------------------
+    def advise(
+        self,
+        org_id: int,
+        user: str,
+        template: Template,
+        decision: Decision,
+        predictions: Mapping[str, Any],
+        cands: Sequence[CandidateQueue],
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per ranked candidate (``cluster/queue``) and step: the walltime and memory to ask for.
+
+        Walltime: the :class:`~.advice.WalltimeAdvisor`'s choice among the prediction's walltime
+        options (upper quantiles of similar recent runs plus a margin), never below the predicted
+        upper quantile, divided by the candidate's ``relative_speed``, rounded up to whole minutes,
+        and capped by the template's walltime and the queue's limit. When the advisor keeps the
+        request (little history, or none justifying less) it is the template's walltime. Memory: :func:`~.advice.memory_advice` over the recent peaks of the
+        same step (the user's, else the organization's), capped by the request and the queue's
+        memory per node. Blocking (reads the peaks under the predictor's lock): call from a thread.
+        """
+        by_key = {c.key: c for c in cands}
+        ranked = [r for r in decision.to_dict()["candidates"] if r.get("status") == "ranked"]
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        steps: dict[str, dict[str, Any]] = {}
+        m = self.predictors._model(org_id)
+        opts = m.advisor.options
+        with m.lock:
+            peaks = {
+                s.name: self.predictors.peaks(org_id, template.name, s.name, user) for s in template.steps
+            }
+        for s in template.order():
+            r = s.resources
+            p = predictions.get(s.name)
+            if isinstance(p, RuntimePrediction):
+                with m.lock:
+                    a = m.advisor.advise(p)
+                keep = a.walltime is None or a.walltime >= r.walltime_s
+                base = float(r.walltime_s) if keep else max(float(a.walltime), float(p.q_high))
+                why = a.reason if keep else f"upper quantile of similar runs ({a.reason})"
+            else:
+                keep, base = True, float(r.walltime_s)
+                why = "no walltime options from the predictor: keep the request"
+            mem_peaks, whose = peaks[s.name]
+            mem = memory_advice(
+                mem_peaks,
+                float(r.memory_mb),
+                margin=self.advice_memory_margin,
+                granularity=self.advice_memory_granularity_mb,
+            )
+            mem_why = (
+                f"largest recent peak of {whose} runs of this step + {self.advice_memory_margin:.0%}"
+                if mem_peaks
+                else "no peak memory recorded for this step yet: keep the request"
+            )
+            point = float(p.point) if p is not None else None
+            steps[s.name] = dict(keep=keep, base=base, why=why, mem=mem, mem_why=mem_why, point=point)
+        for row in ranked:
+            c = by_key.get(row["key"])
+            speed = (c.relative_speed if c else 1.0) or 1.0
+            per: dict[str, dict[str, Any]] = {}
+            for s in template.order():
+                r, st = s.resources, steps[s.name]
+                wall = st["base"]
+                if not st["keep"]:  # the request is kept as it is; advice runs at this queue's speed
+                    wall /= speed
+                    if opts.round_to > 0:
+                        wall = math.ceil(wall / opts.round_to) * opts.round_to
+                    wall = max(wall, opts.min_walltime)
+                caps = [(float(r.walltime_s), "the template's walltime")]
+                if c is not None and c.max_walltime_s:
+                    caps.append((float(c.max_walltime_s), f"the limit of {c.key}"))
+                why = st["why"]
+                for cap, name in caps:
+                    if wall > cap:
+                        wall, why = cap, f"{why}; capped at {name}"
+                point = st["point"] / speed if st["point"] is not None else None
+                if point is not None and point > wall:
+                    why += f"; the predicted runtime {_fmt_s(point)} exceeds it: the job may be killed"
+                mem = float(st["mem"] if st["mem"] is not None else r.memory_mb)
+                mem_why = st["mem_why"]
+                if c is not None and c.mem_per_node_mb and mem > c.mem_per_node_mb:
+                    mem, mem_why = float(c.mem_per_node_mb), f"{mem_why}; capped at the memory of {c.key}"
+                per[s.name] = {
+                    "walltime_s": int(wall),
+                    "walltime": _fmt_s(wall),
+                    "requested_walltime_s": int(r.walltime_s),
+                    "memory_mb": int(math.ceil(mem)),
+                    "requested_memory_mb": int(r.memory_mb),
+                    "basis": why,
+                    "memory_basis": mem_why,
+                }
+            out[row["key"]] = per
+        return out
 
     # --- gathering ----------------------------------------------------------------------------
     def gather(
@@ -325,6 +611,7 @@ class DecisionService(LoggingConfigurable):
             values = template.resolve(dict(req.params), admin=req.admin)
             resolve_strategy(policy, req.choice)  # refuse a disallowed strategy before any work
             cands, excluded, powers, runners = self.gather(s, req.org_id, template)
+            app_offer, app_note = self.licence(s, req.org_id, template)
         now = datetime.now(timezone.utc)
         allowed = policy.platforms.get(template.name)
         asked = [
@@ -337,13 +624,14 @@ class DecisionService(LoggingConfigurable):
             self.waits(runners, asked, first, now), self.predictors.get(req.org_id)
         )
         loop = asyncio.get_running_loop()
+        recording = _Recording(predictor)
         decision = await loop.run_in_executor(
             self.predictors.executor,
             lambda: decide(
                 template,
                 values,
                 cands,
-                predictor,
+                recording,
                 policy=policy,
                 choice=req.choice,
                 requirements=req.requirements,
@@ -354,10 +642,25 @@ class DecisionService(LoggingConfigurable):
                 exclusions=excluded,
                 user=req.user_name,
                 admin=req.admin,
+                app_offer=app_offer,
             ),
         )
+        if app_offer is not None:
+            self._with_licence(decision, app_offer)
+        if app_note:
+            decision.notes.append(app_note)
         if decision.recommendation is None:
             raise DecisionStoreError(_nothing_message(decision), "no_candidate", 400)
+        advice = await loop.run_in_executor(
+            self.predictors.executor,
+            self.advise,
+            req.org_id,
+            req.user_name,
+            template,
+            decision,
+            recording.by_step,
+            cands,
+        )
         limits = {
             "deadline": req.choice.deadline.isoformat() if req.choice.deadline else None,
             "budget": None if req.choice.budget is None else str(req.choice.budget),
@@ -375,11 +678,12 @@ class DecisionService(LoggingConfigurable):
                 policy=policy,
                 limits=limits,
                 candidates=cands,
+                advice=advice,
             )
         version = ",".join(sorted({st.model_version for st in decision.steps})) or (
             self.predictors.model_version(req.org_id)
         )
-        return DecideResult(did, decision, version, template, values)
+        return DecideResult(did, decision, version, template, values, advice)
 
     def close(self) -> None:
         self.predictors.close()
@@ -393,15 +697,4 @@ def _nothing_message(d: Decision) -> str:
     return text[:4000]
 
 
-def decision_service(heroes: Any) -> DecisionService:
-    """The service's :class:`DecisionService`, made on first use (config from *heroes*, transports
-    shared with the workflow engine's backend pool)."""
-    svc = getattr(heroes, "_heroes_decisions", None)
-    if svc is None:
-        backends = getattr(getattr(heroes, "workflows", None), "backends", None)
-        svc = DecisionService(heroes.db_factory, backends, parent=heroes)
-        heroes._heroes_decisions = svc
-    return svc
-
-
-__all__ = ["DecideRequest", "DecideResult", "DecisionService", "OrgPredictors", "Policy", "decision_service"]
+__all__ = ["DecideRequest", "DecideResult", "DecisionService", "OrgPredictors", "Policy"]

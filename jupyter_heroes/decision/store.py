@@ -200,6 +200,7 @@ def record_decision(
     candidates: Sequence[CandidateQueue] = (),
     template_id: int | None = None,
     decision_id: str | None = None,
+    advice: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """Store *decision* and its predictions; returns the decision id.
 
@@ -207,13 +208,17 @@ def record_decision(
     :class:`~jupyter_heroes.orm.WorkflowTemplate` row; *params* the resolved values; *candidates*
     (the :class:`.candidates.CandidateQueue` objects decided on) give each candidate's
     ``relative_speed``, so per-step predictions are stored as they apply on that candidate (1.0 for
-    a candidate not given).
+    a candidate not given). *advice* (``cluster/queue`` -> step -> walltime and memory advice, see
+    :meth:`.service.DecisionService.advise`) is kept in each candidate's row as ``advice``.
     """
     if isinstance(template, WorkflowTemplate):
         template_id = template.id if template_id is None else template_id
     user_obj = user if isinstance(user, User) else None
     user_name = user_obj.name if user_obj is not None else (user or "")
     d = decision.to_dict()
+    for cand in d["candidates"]:
+        if advice and cand.get("key") in advice:
+            cand["advice"] = dict(advice[cand["key"]])
     row = DecisionRow(
         org_id=org_id,
         user_id=user_obj.id if user_obj is not None else None,
@@ -360,6 +365,25 @@ def predicted_cost(
     if p is None or p.cost_cents is None:
         return None
     return int(p.cost_cents), p.currency
+
+
+def advice_for(
+    session: Session, decision_id: str, cluster: str, queue: str, *, org_id: int
+) -> dict[str, dict[str, Any]] | None:
+    """The submission advice decision *decision_id* (of *org_id*) gave for *cluster*/*queue*: step ->
+    ``{walltime_s, memory_mb, basis, ...}``, or None (unknown decision, candidate not ranked, or a
+    decision stored without advice). For a submission that accepts the advice."""
+    row = session.get(DecisionRow, decision_id) if isinstance(decision_id, str) else None
+    if row is None or row.org_id != org_id:
+        return None
+    try:
+        cluster, queue = _resolve_queue(row, cluster, queue)
+    except NotACandidate:
+        return None
+    for c in row.candidates or []:
+        if (c.get("cluster"), c.get("queue")) == (cluster, queue) and isinstance(c.get("advice"), dict):
+            return {k: dict(v) for k, v in c["advice"].items()}
+    return None
 
 
 def decision_view(row: DecisionRow) -> dict[str, Any]:

@@ -226,6 +226,7 @@ class HeroesService(Application):
         self.init_platform()
         self.init_data()
         self.init_workflows()
+        self.init_decisions()
         self.init_tornado()
 
     def init_data(self) -> None:
@@ -256,6 +257,13 @@ class HeroesService(Application):
         self.workflows = WorkflowEngine(
             self.db_factory, BackendPool(key_loader, parent=self), stager, events, parent=self
         )
+
+    def init_decisions(self) -> None:
+        """The decision module: per-organization runtime predictors (c.OrgPredictors.*) and the
+        decide flow (c.DecisionService.*), asking Slurm through the workflow engine's transports."""
+        from ..decision.service import DecisionService
+
+        self.decisions = DecisionService(self.db_factory, self.workflows.backends, parent=self)
 
     def init_db(self) -> None:
         if self.upgrade_db:
@@ -418,6 +426,7 @@ class HeroesService(Application):
             server.stop()
             recovery.cancel()
             await self.workflows.stop()
+            self.decisions.close()
             await self.workflows.backends.close()
             await self.org_stores.close()
             await server.close_all_connections()

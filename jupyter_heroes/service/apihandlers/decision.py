@@ -25,7 +25,7 @@ from ...decision.candidates import Requirements
 from ...decision.cost import PriceError, default_rates, parse_amount
 from ...decision.ear import EarError, detect_format, read_ear_csv
 from ...decision.ranking import CRITERIA, STRATEGIES, DecisionError, PolicyError, UserChoice
-from ...decision.service import DecideRequest, decision_service
+from ...decision.service import DecideRequest, DecisionService
 from ...workflows.templates import ParameterError, TemplateError
 from .. import schemas
 from ..auth import ApiError
@@ -74,6 +74,12 @@ ROW = schemas.obj(
         "queue": {"type": "string"},
         "status": {"type": "string"},
         "why": {"type": "string", "nullable": True},
+        "advice": {
+            "type": "object",
+            "description": "ranked rows: step -> {walltime_s, walltime, memory_mb, basis, memory_basis, "
+            "requested_walltime_s, requested_memory_mb}: what to ask the scheduler for",
+            "additionalProperties": {"type": "object"},
+        },
     },
     closed=False,
 )
@@ -169,6 +175,18 @@ def _reason(e: Exception, default: str) -> str:
 
 
 class DecisionMixin(WorkflowMixin):
+    def decisions(self: Any) -> DecisionService:
+        """The service's decision module (made at start, see ``HeroesService.init_decisions``)."""
+        svc = getattr(self.heroes, "decisions", None)
+        if svc is None:
+            raise ApiError(
+                503,
+                "the decision module is not running in this service; ask the platform administrator to "
+                "check the service's start-up log",
+                "unavailable",
+            )
+        return svc
+
     def require_any(self: Any, *scopes: str) -> None:
         if not any(self.context.has(s) for s in scopes):
             names = " or ".join(f"custom:heroes:{s}" for s in scopes)
@@ -242,7 +260,7 @@ class DecideAPIHandler(DecisionMixin, APIHandler):
         )
         self.db.commit()
         try:
-            result = await decision_service(self.heroes).decide(req)
+            result = await self.decisions().decide(req)
         except ParameterError as e:
             raise ApiError(400, str(e), "invalid_parameter") from None
         except TemplateError as e:
@@ -255,7 +273,7 @@ class DecideAPIHandler(DecisionMixin, APIHandler):
             raise ApiError(400, str(e), _reason(e, "invalid_decision")) from None
         except store.DecisionStoreError as e:
             raise ApiError(e.status, e.message, e.reason) from None
-        d = result.decision.to_dict()
+        d = result.to_dict()
         self.audit(
             result.decision_id,
             template=trow.name,
