@@ -185,6 +185,8 @@ print("RESULT " + json.dumps({
     "outputs": run.outputs,
     "pi": pi,
     "files": [str(f) for f in files],
+    "cell_run": None if cell_run is None else {"state": cell_run.state, "log": cell_run.logs(),
+                                               "template": cell_run.data["template"]},
     "env": {k: os.environ.get(k) for k in ("HEROES_SERVICE_URL", "HEROES_ORGANIZATION", "HEROES_CLUSTER")},
 }, default=str))
 """
@@ -252,6 +254,10 @@ def test_start_runs_the_walkthrough_against_the_demo(binder_image):
     assert result["id"] in status["outputs"][0]["data"]["text/html"]
     # the demo organization has no object store: the download says so instead of failing
     assert result["files"] == []
+    # a cell as the job's script, through the shipped run-python template
+    assert result["cell_run"]["template"] == "run-python"
+    assert result["cell_run"]["state"] == "completed"
+    assert "hello from" in result["cell_run"]["log"]
     # the instance is the demo researcher's, seen through the service directly
     env_file = (img.state / "binder.env").read_text()
     assert oct((img.state / "binder.env").stat().st_mode & 0o777) == "0o600"
