@@ -16,6 +16,8 @@ HEROES_ADMIN_ROLES             comma-separated realm roles that make a user hub 
 HEROES_PLATFORM_ADMINS         comma-separated usernames that administer the HEROES platform (default none)
 HEROES_SERVICE_PORT            local port of the HEROES service (default 10101)
 HEROES_AUTH_REFRESH_AGE        seconds between refreshes of a user's Keycloak tokens and roles (default 300)
+HEROES_ADMIN_APP_GROUPS        comma-separated hub groups let into the admin dashboard (default heroes-admins)
+HEROES_VENDOR_APP_GROUPS       comma-separated hub groups let into the vendor dashboard (default heroes-vendors)
 =============================  ==========================================================================
 
 See ``docs/admin/keycloak.md`` for the Keycloak side (client, mappers, groups, roles).
@@ -25,6 +27,7 @@ import os
 import sys
 
 from jupyter_heroes.hubconfig import install_heroes
+from jupyter_heroes.hubconfig_apps import install_heroes_apps
 
 c = get_config()  # noqa: F821
 
@@ -66,6 +69,14 @@ install_heroes(
     db_url=db_url,
     port=int(os.environ.get("HEROES_SERVICE_PORT", "10101")),
     platform_admins=csv("HEROES_PLATFORM_ADMINS"),
+)
+# The admin and vendor dashboards (Voila services /services/heroes-admin/ and /services/heroes-vendor/),
+# open to the members of these hub groups (docs/admin/dashboard.md); what each visitor may do there
+# is decided by the HEROES service from the visitor's own roles.
+install_heroes_apps(
+    c,
+    admin_groups=csv("HEROES_ADMIN_APP_GROUPS") or ["heroes-admins"],
+    vendor_groups=csv("HEROES_VENDOR_APP_GROUPS") or ["heroes-vendors"],
 )
 
 # Spawner: choose one for your site (e.g. systemdspawner, batchspawner, kubespawner); the default

@@ -58,6 +58,11 @@ DEMO_USERS: dict[str, tuple[list[str], list[str]]] = {
 }
 #: hub admins and HEROES platform administrators of the demo
 PLATFORM_ADMINS = ["solution-admin"]
+#: who the hub lets into the admin and vendor dashboards (what they may do there is the service's call)
+DASHBOARD_USERS = {
+    "admin": ["org-admin", "billing-admin", "project-admin", "tenant-admin", "solution-admin"],
+    "vendor": ["resource-provider", "application-provider"],
+}
 
 _ORGS = {
     DEMO_ORG: ("ACME Engineering (demo client organization)", "client"),
@@ -213,6 +218,7 @@ def configure(
 ) -> None:
     """Fill the JupyterHub config *c* for the demo in *state_dir* (prepared by :func:`prepare`)."""
     from .hubconfig import install_heroes
+    from .hubconfig_apps import install_heroes_apps
 
     st = DemoState(Path(state_dir))
     c.JupyterHub.bind_url = f"http://{ip}:{port}"
@@ -242,6 +248,12 @@ def configure(
         log_file=str(st.state_dir / "heroes-service.log"),
         extra_env={"HEROES_DEMO": "1"},
     )
+    install_heroes_apps(
+        c,
+        admin_users=DASHBOARD_USERS["admin"],
+        vendor_users=DASHBOARD_USERS["vendor"],
+        ports={"admin": free_port(), "vendor": free_port()},
+    )
 
 
 CONFIG_TEMPLATE = """\
@@ -268,6 +280,10 @@ def banner(st: DemoState, users: dict[str, dict[str, Any]], ip: str, port: int) 
         "",
         f"  State (database, users, homes, logs): {st.state_dir}  - delete it to start afresh",
         f"  REST API: http://{host}:{port}/services/heroes/api/v1/  (log in first)",
+        f"  Admin dashboard: http://{host}:{port}/services/heroes-admin/  "
+        f"({', '.join(DASHBOARD_USERS['admin'])})",
+        f"  Vendor dashboard: http://{host}:{port}/services/heroes-vendor/  "
+        f"({', '.join(DASHBOARD_USERS['vendor'])})",
         "  Stop with Ctrl-C.",
         "",
     ]

@@ -123,6 +123,22 @@ def test_heroes_demo_login_home_and_service(tmp_path):
         assert acme["roles"] == [{"name": "researcher", "source": "idp"}]
         assert sorted(p["name"] for p in acme["projects"]) == ["crash-sim", "weather"]
         assert "custom:heroes:submit" in acme["scopes"]
+
+        # the dashboards: the hub lets an org admin into the admin app and keeps the researcher out
+        assert f"Admin dashboard: {base}/services/heroes-admin/" in text
+        refused = s.get(f"{base}/services/heroes-admin/", timeout=60)
+        assert refused.status_code == 403, (refused.status_code, refused.url)
+        admin = requests.Session()
+        r = admin.get(f"{base}/hub/login", timeout=10)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', r.text).group(1)
+        admin.post(
+            f"{base}/hub/login",
+            data={"username": "org-admin", "password": found["org-admin"], "_xsrf": xsrf},
+            timeout=30,
+        )
+        page = admin.get(f"{base}/services/heroes-admin/", timeout=120)
+        assert page.status_code == 200, (page.status_code, page.url, page.text[:300])
+        assert "voila" in page.text.lower()
         proxy_pid = read_pidfile(state / "jupyterhub-proxy.pid")
         assert proxy_pid and pid_alive(proxy_pid)
     finally:

@@ -41,6 +41,12 @@ def test_production_config_from_environment(monkeypatch):
     (svc,) = [s for s in c.JupyterHub.services if s["name"] == "heroes"]
     assert svc["environment"]["HEROES_DB_URL"] == ENV["HEROES_DB_URL"]
     assert svc["environment"]["HEROES_PLATFORM_ADMINS"] == "root-of-trust"
+    # the dashboards are served, open to the default hub groups
+    names = {s["name"] for s in c.JupyterHub.services}
+    assert {"heroes-admin", "heroes-vendor"} <= names
+    groups = {r["name"]: r.get("groups", []) for r in c.JupyterHub.load_roles}
+    assert any("heroes-admins" in g for g in groups.values()), groups
+    assert any("heroes-vendors" in g for g in groups.values()), groups
     # the options set here exist on the authenticator (no silently ignored typo)
     from jupyter_heroes.auth import HeroesOAuthenticator
 
