@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Replay real HPC traces through the runtime predictor and the walltime advisor, beside the baselines.
 
-    python benchmarks/prediction.py [TRACE.swf[.gz] ...] [--json] [--limit N] [--data-dir DIR]
+    python benchmarks/prediction.py [TRACE.swf[.gz] ...] [--json] [--limit N] [--data-dir DIR] [--variant V]
 
 With no trace given, every ``*.swf`` / ``*.swf.gz`` in ``--data-dir`` (default ``../shared/data/traces``
 next to the repository) is replayed. Each trace is replayed chronologically: before a job's submission the
