@@ -97,6 +97,13 @@ class SubmissionWidget(w.VBox):
         self.status.add_class("heroes-status")
         self.decision_view = w.HTML()
         self.decision_view.add_class("heroes-decision")
+        self.decision: Any = None  # the last decision's DataFrame
+        self.decision_sort = w.Dropdown(
+            description="sort by", options=SORT_OPTIONS, value="rank", layout=w.Layout(width="260px")
+        )
+        self.decision_sort.add_class("heroes-decision-sort")
+        self.decision_sort.layout.display = HIDDEN
+        self.decision_sort.observe(lambda _c: self._render_decision(), names="value")
         self.monitor_box = w.VBox()
         super().__init__(
             [
@@ -111,6 +118,7 @@ class SubmissionWidget(w.VBox):
                 self.budget,
                 w.HBox([self.submit_button, self.compare_button]),
                 self.status,
+                self.decision_sort,
                 self.decision_view,
                 self.monitor_box,
             ],
@@ -280,7 +288,8 @@ class SubmissionWidget(w.VBox):
     def _template_changed(self, change: Any) -> None:
         self._show_form(change["new"])
         self.status.value = ""
-        self.decision_view.value = ""
+        self.decision = None
+        self._render_decision()
 
     def _cluster_changed(self, _change: Any = None) -> None:
         self.queue_box.options = list(self.cluster_queues.get(self.cluster_box.value, []))
@@ -381,7 +390,8 @@ class SubmissionWidget(w.VBox):
         except HeroesError as e:
             self._error(e.message)
             return None
-        self.decision_view.value = decision_table_html(df)
+        self.decision = df
+        self._render_decision()
         best = df[df["rank"] == 1] if "rank" in df.columns else df.iloc[:0]
         if len(best) and "cluster" in df.columns:
             row: Mapping[str, Any] = best.iloc[0].to_dict()
@@ -389,6 +399,14 @@ class SubmissionWidget(w.VBox):
             if row.get("queue"):
                 self.queue_box.value = str(row["queue"])
         return df
+
+    def _render_decision(self) -> None:
+        if self.decision is None:
+            self.decision_view.value = ""
+            self.decision_sort.layout.display = HIDDEN
+            return
+        self.decision_view.value = decision_table_html(self.decision, sort_by=self.decision_sort.value)
+        self.decision_sort.layout.display = None
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -431,10 +449,34 @@ def _attr(value: Any) -> str:
     return _esc(str(value)).replace("'", "&#39;")
 
 
-def decision_table_html(df: Any, max_rows: int = 30) -> str:
+#: what the decision table can be sorted by: (label, column); missing values go last
+SORT_OPTIONS = [
+    ("rank (recommended first)", "rank"),
+    ("result by (earliest)", "expected_end"),
+    ("cost (lowest)", "cost"),
+    ("energy (lowest)", "energy_kwh"),
+    ("CO2e (lowest)", "co2e_kg"),
+]
+
+
+def _sorted(df: Any, column: str) -> Any:
+    import pandas as pd
+
+    if column not in df.columns:
+        return df
+    if column == "expected_end":
+        key = pd.to_datetime(df[column], errors="coerce", utc=True)
+    else:
+        key = pd.to_numeric(df[column].astype("object"), errors="coerce")
+    order = key.reset_index(drop=True).sort_values(na_position="last", kind="stable").index
+    return df.iloc[list(order)]
+
+
+def decision_table_html(df: Any, max_rows: int = 30, sort_by: str = "rank") -> str:
     """The decision's candidates as a compact HTML table: one row per candidate (``tr.heroes-candidate``
-    with ``data-cluster``/``data-queue``), the recommended one (rank 1) highlighted
-    (``heroes-recommended``), the reasons in the last column."""
+    with ``data-cluster``/``data-queue``), sorted by *sort_by* (a column of :data:`SORT_OPTIONS`), the
+    recommended one (rank 1) highlighted (``heroes-recommended``), the reasons in the last column."""
+    df = _sorted(df, sort_by)
     cols = [(c, h) for c, h in DECISION_COLUMNS if c in df.columns]
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{_esc(h)}</th>" for _, h in cols)
     rows = []

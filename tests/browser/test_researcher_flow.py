@@ -134,6 +134,15 @@ def test_login_form_decide_submit_watch_download(flow, browser, screenshots_dir,
         assert queue == best[0][queue_col]
         recommended = table.locator("tr.heroes-recommended")
         assert recommended.count() == 1 and recommended.get_attribute("data-queue") == queue
+        # the table can be sorted by each measure; the recommendation stays marked
+        sort = widget.locator(".heroes-decision-sort select")
+        assert sort.locator("option").count() == 5
+        sort.select_option(label="CO2e (lowest)")
+        page.wait_for_function(
+            f"() => document.querySelectorAll('{WIDGET} .heroes-decision tr.heroes-recommended').length === 1",
+            timeout=30_000,
+        )
+        assert table.locator("tbody tr").count() == len(flow.partitions)
         table.scroll_into_view_if_needed()
         page.screenshot(path=str(shots / "researcher-04-decision.png"))
 

@@ -65,3 +65,32 @@ def test_one_row_per_candidate_recommended_first_and_escaped():
     assert "galileo/debug" not in html  # internal columns stay in the DataFrame
     many = pd.concat([df.iloc[:1]] * 35, ignore_index=True)
     assert "5 more not shown" in decision_table_html(many)
+
+
+def test_sorted_by_each_measure_missing_values_last():
+    df = pd.DataFrame(
+        {
+            "rank": pd.array([1, 2, pd.NA], dtype="Int64"),
+            "cluster": ["a", "b", "c"],
+            "queue": ["q", "q", "q"],
+            "expected_end": ["2026-11-22T03:00:00+00:00", "2026-11-22T02:00:00+00:00", None],
+            "cost": ["9.50", "10.00", None],
+            "energy_kwh": [0.5, 0.2, float("nan")],
+            "co2e_kg": [0.1, 0.3, 0.05],
+        }
+    )
+
+    def order(sort_by: str) -> list[str]:
+        return re.findall(r"data-cluster='(\w)'", decision_table_html(df, sort_by=sort_by))
+
+    assert order("rank") == ["a", "b", "c"]
+    assert order("expected_end") == ["b", "a", "c"]
+    assert order("cost") == ["a", "b", "c"]  # 9.50 < 10.00 as numbers, not as text
+    assert order("energy_kwh") == ["b", "a", "c"]
+    assert order("co2e_kg") == ["c", "a", "b"]
+    # the recommendation stays marked wherever it lands
+    html = decision_table_html(df, sort_by="co2e_kg")
+    assert (
+        html.count("heroes-recommended") == 1
+        and "heroes-recommended' style='background:#e8f5e9;font-weight:600' data-cluster='a'" in html
+    )
