@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[2]
 ORG = "dec-lab"
 VENDOR = "dec-vendor"
-ADMIN, RES, PUB = "dec-admin", "dec-res", "dec-pub"
+ADMIN, RES, PUB, APPS = "dec-admin", "dec-res", "dec-pub", "dec-apps"
 DECIDE = "/organization/decision/decide"
 POLICIES = "/organization/decision/policies"
 INGEST = "/organization/decision/ingest_ear_files"
@@ -80,7 +81,7 @@ def lab(world: World, slurm_cluster, tmp_path_factory) -> Lab:
     hub = world.hub
     tag = "pg" if hub.db_url and hub.db_url.startswith("postgresql") else "lite"
     scratch = tmp_path_factory.mktemp("dec-scratch")
-    for name in (ADMIN, RES, PUB):
+    for name in (ADMIN, RES, PUB, APPS):
         world.tokens[name] = hub.create_user(name)
     world.ok(PLATFORM_ADMIN, "POST", "/heroes/admin/organizations", {"name": ORG}, status=201)
     world.ok(
@@ -104,6 +105,14 @@ def lab(world: World, slurm_cluster, tmp_path_factory) -> Lab:
         "POST",
         "/organization/admin/users",
         {"username": PUB, "roles": ["resource-provider"]},
+        201,
+        org=VENDOR,
+    )
+    world.ok(
+        PLATFORM_ADMIN,
+        "POST",
+        "/organization/admin/users",
+        {"username": APPS, "roles": ["application-provider"]},
         201,
         org=VENDOR,
     )
@@ -140,7 +149,7 @@ def lab(world: World, slurm_cluster, tmp_path_factory) -> Lab:
             "transport": "local",
             "scheduler": "local",
             "scratch_root": str(scratch / "local"),
-            "queues": [{"name": "debug"}],
+            "queues": [{"name": "debug", "max_walltime_s": 3600, "mem_per_node_mb": 4096}],
             "site": {
                 "offer": {"currency": "EUR", "core_hour": "0.10"},
                 "pue": 1.6,
@@ -241,6 +250,69 @@ def test_candidates_are_the_organizations_and_its_enabled_offers(lab: Lab) -> No
     assert tiny["status"] == "infeasible" and tiny["rank"] is None
     assert "needs 256 MB per node; dec-tiny/small has 128 MB" in tiny["why"]
     assert not any("globex" in k or k.endswith("/off") for k in r)
+
+
+def test_each_ranked_candidate_carries_submission_advice(lab: Lab) -> None:
+    """Per ranked candidate and step: a walltime between the runtime predicted there and the
+    template's request (within the queue's limit), rounded to minutes, and a memory request within
+    the template's and the queue's; kept with the decision."""
+    d = lab.decide(strategy="fastest")
+    r = rows(d)
+    ranked = [row for row in d["candidates"] if row["status"] == "ranked"]
+    assert {row["key"] for row in ranked} == {
+        "dec-slurm/debug",
+        "dec-local/debug",
+        f"{VENDOR}/dec-vcluster/on",
+    }
+    for row in ranked:
+        a = row["advice"]["nap"]
+        assert row["runtime_s"] <= a["walltime_s"] <= 600, (row["key"], a)  # p50 here .. the template's
+        assert a["walltime_s"] % 60 == 0 and a["requested_walltime_s"] == 600
+        assert 0 < a["memory_mb"] <= a["requested_memory_mb"] == 256
+        assert a["basis"] and a["memory_basis"]
+    local = r["dec-local/debug"]["advice"]["nap"]
+    assert local["walltime_s"] <= 3600 and local["memory_mb"] <= 4096  # the queue's limits
+    assert "advice" not in r["dec-tiny/small"]  # infeasible: nothing to advise
+    got = lab.ok(RES, "GET", f"/organization/decision/{d['decision']}")
+    assert got["candidates"] == d["candidates"]
+
+
+def test_an_enabled_application_adds_its_licence_fee_to_the_cost(lab: Lab) -> None:
+    """The template's application is published in the marketplace with a licence of 5 EUR a run:
+    once the organization enables it (not before), every priced candidate costs 5 EUR more and says
+    why; disabled again, the costs fall back."""
+    before = rows(lab.decide(strategy="cheapest"))
+    app = lab.ok(
+        APPS,
+        "POST",
+        "/marketplace/applications",
+        {
+            "name": "dec-sleep",
+            "image": "docker://registry.example.org/dec/sleep:1",
+            "price": {"currency": "EUR", "fixed": "5.00", "fixed_per": "run"},
+            "licence": "one fee per run",
+            "visibility": [ORG],
+        },
+        status=201,
+    )
+    assert (
+        rows(lab.decide(strategy="cheapest"))["dec-local/debug"]["cost"] == before["dec-local/debug"]["cost"]
+    )
+    lab.ok(ADMIN, "POST", f"/organization/admin/applications/{app['id']}/enable")
+    try:
+        d = lab.decide(strategy="cheapest")
+        after = rows(d)
+        for key in ("dec-slurm/debug", "dec-local/debug", f"{VENDOR}/dec-vcluster/on"):
+            assert Decimal(after[key]["cost"]) - Decimal(before[key]["cost"]) == Decimal("5.00"), key
+            assert after[key]["price_source"].endswith(f"+ licence of dec-sleep v1 ({VENDOR})"), after[key]
+        assert Decimal(d["recommendation"]["cost"]) == Decimal(after["dec-local/debug"]["cost"])
+        assert any("licence of dec-sleep" in n for n in d["notes"]), d["notes"]
+    finally:
+        lab.ok(ADMIN, "POST", f"/organization/admin/applications/{app['id']}/disable", status=204)
+        lab.ok(APPS, "DELETE", f"/marketplace/applications/{app['id']}")
+    again = rows(lab.decide(strategy="cheapest"))
+    assert again["dec-local/debug"]["cost"] == before["dec-local/debug"]["cost"]
+    assert "licence" not in again["dec-local/debug"]["price_source"]
 
 
 def test_a_decision_is_kept_for_its_owner_and_confined_to_its_organization(lab: Lab) -> None:
