@@ -294,6 +294,29 @@ class OrgPredictors(LoggingConfigurable):
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def enabled_application_for(s: Session, org_id: int, application: str) -> tuple[Any, str]:
+    """The marketplace application *org_id* enabled that a template with this ``application`` runs
+    (an :class:`~jupyter_heroes.marketplace.applications.EnabledApplication`, or None), and a note.
+
+    The rule: the template's ``application`` is the application's name, or ``provider/name`` (needed
+    when the organization enabled applications of that name from several providers; a plain name
+    matching several is not guessed: None, and the note says what to write)."""
+    from ..marketplace.applications import enabled_applications
+
+    apps = enabled_applications(s, org_id)
+    exact = [e for e in apps if f"{e.provider.name}/{e.application.name}" == application]
+    named = exact or [e for e in apps if e.application.name == application]
+    if len(named) == 1:
+        return named[0], ""
+    if len(named) > 1:
+        names = ", ".join(sorted(f"{e.provider.name}/{e.application.name}" for e in named))
+        return None, (
+            f"application {application} is enabled from several providers ({names}): no licence fee is "
+            "included; name the one it runs as provider/name in the template's application field"
+        )
+    return None, ""
+
+
 class _Recording:
     """A predictor that keeps what it answered per step (the advice needs the whole prediction:
     its walltime options and sample, not only the point and interval the table shows)."""
@@ -413,26 +436,10 @@ class DecisionService(LoggingConfigurable):
 
     # --- licences -------------------------------------------------------------------------------
     def licence(self, s: Session, org_id: int, template: Template) -> tuple[Offer | None, str]:
-        """The licence price of the enabled marketplace application *template* runs, and a note.
-
-        A template runs an application when its ``application`` is the application's name, or
-        ``provider/name`` (needed when the organization enabled applications of that name from
-        several providers: a plain name matching several is not guessed, and the note says so)."""
-        from ..marketplace.applications import enabled_applications
-
-        app = template.application
-        apps = enabled_applications(s, org_id)
-        exact = [e for e in apps if f"{e.provider.name}/{e.application.name}" == app]
-        named = exact or [e for e in apps if e.application.name == app]
-        if len(named) == 1:
-            return named[0].price, ""
-        if len(named) > 1:
-            names = ", ".join(sorted(f"{e.provider.name}/{e.application.name}" for e in named))
-            return None, (
-                f"application {app} is enabled from several providers ({names}): no licence fee is "
-                "included; name the one it runs as provider/name in the template's application field"
-            )
-        return None, ""
+        """The licence price of the enabled application *template* runs
+        (:func:`enabled_application_for`), and a note when that is ambiguous."""
+        app, note = enabled_application_for(s, org_id, template.application)
+        return (app.price if app is not None else None), note
 
     @staticmethod
     def _with_licence(decision: Decision, app_offer: Offer) -> None:
@@ -697,4 +704,11 @@ def _nothing_message(d: Decision) -> str:
     return text[:4000]
 
 
-__all__ = ["DecideRequest", "DecideResult", "DecisionService", "OrgPredictors", "Policy"]
+__all__ = [
+    "DecideRequest",
+    "DecideResult",
+    "DecisionService",
+    "OrgPredictors",
+    "Policy",
+    "enabled_application_for",
+]

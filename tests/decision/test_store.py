@@ -587,3 +587,38 @@ def test_advice_from_history_is_between_the_prediction_and_the_limits(db):
         assert "keep the request" in post["memory_basis"]
     finally:
         svc.close()
+
+
+def test_the_template_application_names_the_enabled_application_whose_licence_is_charged(db):
+    """A plain name finds the one enabled application of that name; with two providers' of the same
+    name, only provider/name does, and the plain name adds no fee but a note saying what to write.
+    Applications published but not enabled never count."""
+    from jupyter_heroes.decision.service import enabled_application_for
+    from jupyter_heroes.marketplace import applications as apps
+
+    acme = db.ids.orgs["acme"]
+    price = {"currency": "EUR", "fixed": "5.00", "fixed_per": "run"}
+    with db.session() as s:
+        for provider in ("appsoft", "cloudy"):
+            apps.publish_application(
+                s,
+                db.ids.orgs[provider],
+                name="solver",
+                image="docker://r.example.org/solver:1",
+                price=price,
+                visibility="public",
+            )
+        assert enabled_application_for(s, acme, "solver") == (None, "")  # published, not enabled
+        ids = {
+            a.application.name + "@" + a.provider.name: a.application.id
+            for a in apps.list_applications(s, acme)
+        }
+        apps.enable_application(s, acme, ids["solver@appsoft"])
+        found, note = enabled_application_for(s, acme, "solver")
+        assert found.provider.name == "appsoft" and note == ""
+        assert found.price.source == "licence of solver v1 (appsoft)"
+        apps.enable_application(s, acme, ids["solver@cloudy"])
+        found, note = enabled_application_for(s, acme, "solver")
+        assert found is None and "several providers (appsoft/solver, cloudy/solver)" in note
+        assert enabled_application_for(s, acme, "cloudy/solver")[0].provider.name == "cloudy"
+        assert enabled_application_for(s, db.ids.orgs["globex"], "solver") == (None, "")
