@@ -700,25 +700,18 @@ class HeroesClient:
 
     def workflow_clusters(self) -> list[dict[str, Any]]:
         """Where you may submit (needs only ``submit``): your organization's clusters and the
-        provider clusters of its enabled offers (``provider/cluster``), each with ``queues`` (name,
-        limits), ``own`` and, for offers, ``offer`` (id, name, version, currency, price, terms)."""
+        provider clusters of its enabled offers (``cluster`` is then ``provider/cluster``; one entry per
+        offer), each with ``queues`` (name, limits), ``own`` and, for offers, ``offer`` (id, name,
+        version, currency, price, terms)."""
         return self.request("GET", "/organization/workflow/clusters")
 
     def cluster_choices(self) -> dict[str, list[str]]:
-        """Cluster name -> queue names you can submit to, as far as you may know: the enrolled
-        clusters when you manage them, else the clusters your earlier workflows ran on."""
-        try:
-            return {c["name"]: [q["name"] for q in c.get("queues", [])] for c in self.clusters()}
-        except HeroesError as e:
-            if e.status not in (403, 404):
-                raise
+        """Cluster name -> queue names you can submit to (:meth:`workflow_clusters`: your
+        organization's clusters and those of its enabled offers)."""
         out: dict[str, list[str]] = {}
-        for inst in self.instances(limit=200):
-            queues = out.setdefault(inst.get("cluster", ""), [])
-            for job in inst.get("jobs", []):
-                if job.get("queue") and job["queue"] not in queues:
-                    queues.append(job["queue"])
-        out.pop("", None)
+        for entry in self.workflow_clusters():  # one entry per own cluster, one per enabled offer
+            queues = out.setdefault(entry["cluster"], [])
+            queues += [q["name"] for q in entry.get("queues", []) if q["name"] not in queues]
         return out
 
     # --- data (the organization's object store) ----------------------------------------------------

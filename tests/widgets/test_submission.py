@@ -44,8 +44,10 @@ def test_researcher_fills_the_form_submits_and_watches(world):
         assert set(sw.form.fields) == {"samples", "seed", "label"}
         assert isinstance(sw.form.fields["samples"].input, w.IntText)
         assert "Estimate pi" in sw.template_info.value
-        # a researcher may not list clusters, and has run nothing yet: no suggestion, Submit waits for one
-        assert sw.cluster_box.value == ""
+        # a researcher who has run nothing yet is offered where she may submit: the only cluster is filled in
+        assert list(sw.cluster_box.options) == ["local"] and sw.cluster_box.value == "local"
+        assert not sw.submit_button.disabled
+        sw.cluster_box.value = ""
         assert sw.submit_button.disabled and sw.submit_button.tooltip == "choose a cluster first"
         sw.cluster_box.value = "local"
         assert not sw.submit_button.disabled
