@@ -369,9 +369,13 @@ def test_sse_stream_says_connected_first(market):
 # --- restarts and exhausted budgets, on a hub whose service JupyterHub restarts within a second -------
 
 
-@pytest.fixture(scope="module")
-def restart_market(hub_factory, slurm_cluster):
-    hub = hub_factory(service_restart_poll=1)
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def restart_market(request, hub_factory, slurm_cluster):
+    db_url = request.getfixturevalue("postgres").new_database("e2er") if request.param == "postgres" else None
+    hub = hub_factory(service_restart_poll=1, db_url=db_url)
     m = Market(hub, slurm_cluster, "e2er")
     for name, steps in (("sleepy", 1), ("chain", 2)):
         m.ok(
