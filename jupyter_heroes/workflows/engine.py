@@ -49,14 +49,16 @@ from traitlets.config import LoggingConfigurable
 
 from ..accounting import budgets as budget_ops
 from ..accounting.ledger import record_job, settle_from_ledger, site_offer, upper_bound_cost
-from ..accounting.money import from_cents
+from ..accounting.money import convert_cents, from_cents
 from ..clusters.registry import backend_for
 from ..clusters.scheduler import JobState, Scheduler, SchedulerError, SubmitError
 from ..clusters.spec import JobSpec
 from ..clusters.transport import Transport, TransportError
 from ..dbutil import session_scope
-from ..decision.cost import Offer, Usage
+from ..decision.cost import Offer, PriceError, Usage
 from ..log import ecs
+from ..marketplace.applications import EnabledApplication, enabled_applications
+from ..marketplace.applications import version_at as app_version_at
 from ..marketplace.common import naive_utc
 from ..marketplace.errors import MarketError
 from ..marketplace.offers import EnabledOffer, pin_job, version_at
@@ -302,11 +304,38 @@ class WorkflowEngine(LoggingConfigurable):
             jobs = list(inst.jobs)
             price = site_offer(cluster, jobs[0].queue if jobs else "") if cluster is not None else None
             basis = "site price" if price is not None else basis
-        if price is None:
-            return 0, "EUR", basis
         trow = session.get(WorkflowTemplate, inst.template_id)
-        cents, currency = upper_bound_cost(load_template(trow.spec), dict(inst.params or {}), price)
+        template = load_template(trow.spec)
+        values = dict(inst.params or {})
+        cents, currency = upper_bound_cost(template, values, price) if price is not None else (0, "EUR")
+        app = self.enabled_application(session, inst)
+        licence_version = app_version_at(session, app.application.id, at) if app is not None else None
+        if licence_version is not None:
+            lic, lic_currency = upper_bound_cost(template, values, Offer.from_dict(licence_version.price))
+            if price is None:
+                cents, currency, basis = 0, lic_currency, "no resource price"
+            try:
+                cents += convert_cents(lic, lic_currency, currency)
+            except PriceError as e:  # an unknown rate: the ledger still charges the licence
+                self.log.warning("licence of %s not reserved: %s", app.application.name, e)
+            else:
+                basis += f" + licence {app.application.name} v{licence_version.version}"
+        if price is None and licence_version is None:
+            return 0, "EUR", basis
         return cents, currency, f"{basis}, requested walltime x resources"
+
+    def enabled_application(self, session: Session, inst: WorkflowInstance) -> EnabledApplication | None:
+        """The marketplace application the instance's template runs, if its organization enabled it:
+        the template's ``application`` is the application's name, or ``provider/name`` (a plain
+        name enabled from several providers is not guessed)."""
+        trow = session.get(WorkflowTemplate, inst.template_id)
+        name = (trow.application_id or (trow.spec or {}).get("application") or "") if trow else ""
+        if not name:
+            return None
+        apps = enabled_applications(session, inst.org_id)
+        exact = [e for e in apps if f"{e.provider.name}/{e.application.name}" == name]
+        named = exact or [e for e in apps if e.application.name == name]
+        return named[0] if len(named) == 1 else None
 
     def admit(
         self,
@@ -317,16 +346,24 @@ class WorkflowEngine(LoggingConfigurable):
         predicted: tuple[int, str] | None = None,
         at: Any = None,
     ) -> BudgetReservation:
-        """Pin the new instance's jobs to the offer version in force and reserve its predicted cost
+        """Pin the new instance's jobs to the offer version (and the enabled application's licence
+        version, see :meth:`enabled_application`) in force and reserve its predicted cost
         (*predicted* ``(cents, currency)`` from the decision, else :meth:`price_instance`) x each
         budget's margin on the organization's and project's active budgets. Runs in the caller's
         transaction (the one that created the instance); raises
         :class:`~jupyter_heroes.accounting.budgets.BudgetExceeded` with the numbers, after which the
         caller rolls back and nothing is left."""
         when = naive_utc(at)
-        if offer is not None:
+        app = self.enabled_application(session, inst)
+        if offer is not None or app is not None:
             for job in inst.jobs:
-                pin_job(session, job.id, offer_id=offer.offer.id, at=when)
+                pin_job(
+                    session,
+                    job.id,
+                    offer_id=offer.offer.id if offer is not None else None,
+                    application_id=app.application.id if app is not None else None,
+                    at=when,
+                )
         if predicted is not None:
             cents, currency = predicted
             basis = "decision prediction"

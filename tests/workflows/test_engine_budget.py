@@ -188,3 +188,36 @@ async def test_a_run_cancelled_before_it_reached_the_cluster_releases_its_reserv
     assert ledger_rows(world, iid) == []
     b = budget(world)
     assert (b.reserved_cents, b.spent_cents) == (0, 0)
+
+
+async def test_an_enabled_application_licence_is_reserved_pinned_and_charged(priced):
+    """The template runs application heroes-run-python; a vendor sells it with a 2.00 EUR fee per
+    run and the organization enabled it: reserved with the resources, charged in the ledger."""
+    from jupyter_heroes.marketplace import applications
+
+    world = priced
+    with dbutil.session_scope(world.factory) as s:
+        org = s.scalar(select(Organization).where(Organization.name == "orga"))
+        soft = Organization(name="soft", kind="provider")
+        s.add(soft)
+        s.flush()
+        v = applications.publish_application(
+            s,
+            soft.id,
+            name="heroes-run-python",
+            image="docker://python:3.11",
+            price={"currency": "EUR", "fixed": "2.00", "fixed_per": "run"},
+            visibility=["orga"],
+        )
+        applications.enable_application(s, org.id, v.application_id)
+    iid = submit(world, "print('licensed')")
+    with dbutil.session_scope(world.factory) as s:
+        r = s.scalar(select(BudgetReservation).where(BudgetReservation.instance_id == iid))
+        assert r.predicted_cents == 160 + 200
+        assert r.note.endswith("site price + licence heroes-run-python v1, requested walltime x resources")
+    world.engine._running = True
+    await world.engine.launch(iid)
+    r = await settled(world, iid)
+    (rec,) = ledger_rows(world, iid)
+    assert (rec.licence_cents, rec.application_version_id) == (200, v.id)
+    assert r.actual_cents == rec.cost_cents + rec.licence_cents
