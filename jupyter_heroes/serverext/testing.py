@@ -9,6 +9,8 @@ installs both where Jupyter finds them is tested separately (``tests/serverext/t
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import sys
 import time
@@ -41,7 +43,16 @@ def jupyter_paths(workdir: Path) -> dict[str, str]:
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
         link.symlink_to(LABEXTENSION_DIR, target_is_directory=True)
-    return {"JUPYTER_CONFIG_PATH": str(CONFIG_DIR), "JUPYTER_PATH": str(data)}
+    # JupyterLab's first-visit "get notified about Jupyter news?" toast would cover the screenshots
+    lab_config = workdir / "etc" / "jupyter"
+    (lab_config / "labconfig").mkdir(parents=True, exist_ok=True)
+    (lab_config / "labconfig" / "default_setting_overrides.json").write_text(
+        json.dumps({"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}})
+    )
+    return {
+        "JUPYTER_CONFIG_PATH": os.pathsep.join([str(CONFIG_DIR), str(lab_config)]),
+        "JUPYTER_PATH": str(data),
+    }
 
 
 class JupyterServer(Component):
@@ -134,10 +145,12 @@ c.JupyterHub.public_url = _hub + "/"
 c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
 c.SimpleLocalProcessSpawner.home_dir_template = {homes!r} + "/{{username}}"
 c.Spawner.default_url = "/lab"
-c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
+# no announcements fetched from jupyter.org by the test servers
+c.Spawner.args = (["--allow-root"] if os.geteuid() == 0 else []) + ["--LabApp.news_url=None"]
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
-c.Spawner.environment = {env!r}
+# added to what install_heroes put there (HEROES_SERVICE_URL ...), not instead of it
+c.Spawner.environment.update({env!r})
 # the server's own token acts as the user towards the HEROES service
 c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", ACCESS_SCOPE]
 """
