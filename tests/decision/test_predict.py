@@ -260,3 +260,20 @@ def test_later_submissions_do_not_change_earlier_predictions(kth_jobs):
         if order[i].request.submit_time <= t_cut:
             assert more.predictions[i] == base.predictions[i]
             assert more.advice[i] == base.advice[i]
+
+
+def test_walltime_options_ladder_up_to_the_request():
+    """A history far below the request gets walltimes spaced geometrically between the sample's top
+    (plus margin) and the request: each safer and with more slack than the one before."""
+    sample = [(100.0, 1.0), (120.0, 1.0), (150.0, 1.0)]
+    opts = walltime_options(sample, 16500.0, margin=0.1, steps=4)
+    walls = [a for a, _, _ in opts]
+    top = 165.0
+    ladder = [top * (16500.0 / top) ** (k / 5) for k in range(1, 5)]
+    assert walls[-5:-1] == pytest.approx(ladder) and walls[-1] == 16500.0
+    assert ladder[1] / ladder[0] == pytest.approx(ladder[3] / ladder[2])  # geometric
+    risks = [r for _, _, r in opts]
+    slacks = [s for _, s, _ in opts]
+    assert risks == sorted(risks, reverse=True) and risks[-1] == 0.0 and risks[-2] > 0.0
+    assert slacks == sorted(slacks)
+    assert [a for a, _, _ in walltime_options(sample, 16500.0, steps=0)] == [132.0, 165.0, 16500.0]
