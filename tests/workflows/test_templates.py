@@ -45,7 +45,12 @@ def minimal(**over):
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
 def test_shipped_templates_load_and_resolve_defaults(path):
     t = load_template(path.read_text())
-    values = t.resolve({})
+    # a required parameter without a default (run-python's script) is refused when missing
+    required = {p.name: "x" for p in t.parameters.values() if p.required and p.default is None}
+    if required:
+        with pytest.raises(ParameterError, match="is required"):
+            t.resolve({})
+    values = t.resolve(required)
     for step in t.order():
         argv = t.render_argv(step, values)
         assert argv[0] == "python3"
