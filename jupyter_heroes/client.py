@@ -607,10 +607,16 @@ class HeroesClient:
         queue: str | None = None,
         project: str | None = None,
         version: int | None = None,
+        decision: str | None = None,
     ) -> dict[str, Any]:
         """Submit *template* with *params* (validated by the service against the template) to
-        *cluster*; the new instance (state ``submitting``)."""
+        *cluster* (``provider/cluster`` for a vendor's offer); the new instance (state
+        ``submitting``). *decision*: the id of the :meth:`decide` answer this follows
+        (``df.attrs["decision"]``): the service records whether you took its recommendation and
+        reserves budget for its predicted cost instead of the walltime's upper bound."""
         body: dict[str, Any] = {"template": template, "cluster": cluster, "params": dict(params or {})}
+        if decision:
+            body["decision"] = decision
         if queue:
             body["queue"] = queue
         if project:

@@ -221,6 +221,11 @@ class HeroesMagics(Magics):
     @argument("--queue", default=None, help="the cluster's queue (default: the cluster's default)")
     @argument("--project", default=None, help="the project the run is charged to")
     @argument("--version", type=int, default=None, help="a template version (default: the newest)")
+    @argument(
+        "--decision",
+        default=None,
+        help="the id of the %%%%heroes decide answer this follows (df.attrs['decision']): recorded with it",
+    )
     @_common
     def _submit(self, args: argparse.Namespace, cell: str | None = None) -> InstanceHandle:
         """Submit a workflow; returns a live handle (.state, .wait(), .logs(), .cancel(), .outputs)."""
@@ -258,6 +263,7 @@ class HeroesMagics(Magics):
             queue=args.queue,
             project=args.project,
             version=args.version,
+            decision=args.decision,
         )
         return InstanceHandle(client, inst)
 

@@ -98,6 +98,7 @@ class SubmissionWidget(w.VBox):
         self.decision_view = w.HTML()
         self.decision_view.add_class("heroes-decision")
         self.decision: Any = None  # the last decision's DataFrame
+        self._compared: tuple[str, dict[str, Any]] | None = None  # template and values it was asked for
         self.decision_sort = w.Dropdown(
             description="sort by", options=SORT_OPTIONS, value="rank", layout=w.Layout(width="260px")
         )
@@ -349,13 +350,17 @@ class SubmissionWidget(w.VBox):
         self._busy = True
         self._update_validity()
         self.status.value = "<span style='color:#555'>submitting ...</span>"
+        cluster, queue = self.cluster_box.value.strip(), self.queue_box.value.strip()
+        values = self.form.values()
+        decision = self._decision_followed(values, cluster, queue)
         try:
             inst = self.client.submit(
                 self.template_picker.value,
-                self.form.values(),
-                cluster=self.cluster_box.value.strip(),
-                queue=self.queue_box.value.strip() or None,
+                values,
+                cluster=cluster,
+                queue=queue or None,
                 project=self.project_picker.value or None,
+                decision=decision,
             )
         except HeroesError as e:
             self._refused(e)
@@ -364,6 +369,8 @@ class SubmissionWidget(w.VBox):
             self._busy = False
             self._update_validity()
         self.instance = inst
+        if decision:
+            self._compared = None  # a decision is followed once; Compare again for the next run
         self.status.value = (
             f"<span class='heroes-submitted' style='color:#2e7d32'>submitted workflow <code>{_esc(inst['id'])}</code>"
             "</span>"
@@ -373,6 +380,22 @@ class SubmissionWidget(w.VBox):
         self.monitor = JobMonitor(self.client, inst)
         self.monitor_box.children = (self.monitor,)
         return inst
+
+    def _decision_followed(self, values: Mapping[str, Any], cluster: str, queue: str) -> str | None:
+        """The id of the comparison shown, if this submission follows it: same template and values,
+        and *cluster*/*queue* one of its ranked rows (the recommendation or another)."""
+        df = self.decision
+        if df is None or not df.attrs.get("decision") or self._compared is None:
+            return None
+        if self._compared != (self.template_picker.value, dict(values)):
+            return None
+        if not {"cluster", "queue", "rank"} <= set(df.columns):
+            return None
+        ranked = df[df["rank"].notna()]
+        for _, row in ranked.iterrows():
+            if str(row["cluster"]) == cluster and (not queue or str(row["queue"]) == queue):
+                return str(df.attrs["decision"])
+        return None
 
     def _refused(self, e: HeroesError) -> None:
         m = PARAM_ERROR_RE.match(e.message)
@@ -391,6 +414,7 @@ class SubmissionWidget(w.VBox):
             self._error(e.message)
             return None
         self.decision = df
+        self._compared = (self.template_picker.value, self.form.values())
         self._render_decision()
         best = df[df["rank"] == 1] if "rank" in df.columns else df.iloc[:0]
         if len(best) and "cluster" in df.columns:

@@ -48,7 +48,9 @@ def test_upgrade_from_0001_keeps_data_and_downgrade_removes_only_0002(url):
             )
         )
     assert not NEW_TABLES & set(inspect(engine).get_table_names())
-    with pytest.raises(dbutil.DatabaseSchemaMismatch, match=rf"revision 0001.*needs {dbutil.head_revision()}"):
+    with pytest.raises(
+        dbutil.DatabaseSchemaMismatch, match=rf"revision 0001.*needs {dbutil.head_revision()}"
+    ):
         dbutil.check_schema(engine)
     dbutil.upgrade(url)
     engine.dispose()

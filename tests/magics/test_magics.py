@@ -137,14 +137,22 @@ def test_mistakes_are_usage_errors_that_say_what_to_do(shell, line, message):
     assert len(run(shell, "status")) == before  # nothing was submitted
 
 
-def test_decide_names_what_is_missing_or_ranks(shell):
+def test_decide_ranks_and_submit_follows_the_decision(shell):
+    df = run(shell, "decide monte-carlo-pi samples=100000")
+    assert isinstance(df, pd.DataFrame) and "rank" in df.columns
+    best = df[df["rank"] == 1].iloc[0]
+    decision = df.attrs["decision"]
+    handle = run(
+        shell, f"submit monte-carlo-pi samples=100000 --cluster {best['cluster']} --decision {decision}"
+    )
+    assert isinstance(handle, InstanceHandle)
     magics = shell.magics_manager.registry["HeroesMagics"]
-    if magics.client.has_endpoint("/organization/decision/decide", "post"):
-        df = run(shell, "decide monte-carlo-pi samples=100000")
-        assert isinstance(df, pd.DataFrame) and "rank" in df.columns
-    else:
-        with pytest.raises(UsageError, match=r"this HEROES service has no decision endpoint"):
-            run(shell, "decide monte-carlo-pi samples=100000")
+    seen = magics.client.request("GET", f"/organization/decision/{decision}")
+    assert seen["instance"] == handle.id and seen["accepted"] is True
+    run(shell, f"cancel {handle.id}")
+    # a decision is followed once
+    with pytest.raises(UsageError, match="decision"):
+        run(shell, f"submit monte-carlo-pi samples=100000 --cluster {best['cluster']} --decision {decision}")
 
 
 def test_cell_magic_runs_the_cell_as_the_script(shell):

@@ -90,6 +90,24 @@ def test_researcher_fills_the_form_submits_and_watches(world):
         again = SubmissionWidget(world.client(organization=world.org))
         assert again.cluster_box.value == "local" and list(again.cluster_box.options) == ["local"]
         again.close()
+        # Compare, then Submit: the submission follows the decision, which records the choice
+        df = sw.compare()
+        decision = df.attrs["decision"]
+        followed = sw.submit()
+        client = world.client(organization=world.org)
+        seen = client.request("GET", f"/organization/decision/{decision}")
+        assert seen["instance"] == followed["id"] and seen["chosen"] and seen["accepted"] is True
+        # changed values after Compare: the comparison no longer describes the run, so it is not sent
+        sw.compare()
+        sw.form.fields["seed"].value = 43
+        again_inst = sw.submit()
+        assert again_inst is not None
+        assert (
+            client.request("GET", f"/organization/decision/{sw.decision.attrs['decision']}")["instance"]
+            is None
+        )
+        for i in (followed, again_inst):
+            client.cancel(i["id"])
     finally:
         sw.close()
     time.sleep(0.2)
