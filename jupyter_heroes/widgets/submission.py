@@ -105,6 +105,10 @@ class SubmissionWidget(w.VBox):
         self.decision_sort.add_class("heroes-decision-sort")
         self.decision_sort.layout.display = HIDDEN
         self.decision_sort.observe(lambda _c: self._render_decision(), names="value")
+        # the chart of the last comparison (chart.decision_figure), shown under the table after Compare
+        self.decision_chart: Any = None
+        self.decision_chart_box = w.VBox()
+        self.decision_chart_box.add_class("heroes-decision-chart")
         self.monitor_box = w.VBox()
         super().__init__(
             [
@@ -121,6 +125,7 @@ class SubmissionWidget(w.VBox):
                 self.status,
                 self.decision_sort,
                 self.decision_view,
+                self.decision_chart_box,
                 self.monitor_box,
             ],
             **kwargs,
@@ -291,6 +296,7 @@ class SubmissionWidget(w.VBox):
         self.status.value = ""
         self.decision = None
         self._render_decision()
+        self._render_chart()
 
     def _cluster_changed(self, _change: Any = None) -> None:
         self.queue_box.options = list(self.cluster_queues.get(self.cluster_box.value, []))
@@ -416,6 +422,7 @@ class SubmissionWidget(w.VBox):
         self.decision = df
         self._compared = (self.template_picker.value, self.form.values())
         self._render_decision()
+        self._render_chart()
         best = df[df["rank"] == 1] if "rank" in df.columns else df.iloc[:0]
         if len(best) and "cluster" in df.columns:
             row: Mapping[str, Any] = best.iloc[0].to_dict()
@@ -432,9 +439,33 @@ class SubmissionWidget(w.VBox):
         self.decision_view.value = decision_table_html(self.decision, sort_by=self.decision_sort.value)
         self.decision_sort.layout.display = None
 
+    def _render_chart(self) -> None:
+        """Replace the chart with one of the current decision (none without a decision)."""
+        old, self.decision_chart = self.decision_chart, None
+        self.decision_chart_box.children = ()
+        if old is not None:
+            old.close()
+        if self.decision is None:
+            return
+        from .chart import decision_figure, figure_widget
+
+        try:
+            self.decision_chart = figure_widget(decision_figure(self.decision))
+        except Exception:  # the table stays useful without its chart
+            log.exception("the decision chart could not be drawn")
+            self.decision_chart_box.children = (
+                w.HTML(
+                    "<span style='color:#777'>The chart could not be drawn; the table above has the figures.</span>"
+                ),
+            )
+            return
+        self.decision_chart_box.children = (self.decision_chart,)
+
     def close(self) -> None:
         if self.monitor is not None:
             self.monitor.close()
+        if self.decision_chart is not None:
+            self.decision_chart.close()
         super().close()
 
 
