@@ -12,3 +12,6 @@ from .monitor import JobMonitor
 from .submission import SubmissionWidget
 
 __all__ = ["InstanceHandle", "JobMonitor", "ParameterForm", "SubmissionWidget", "check_value"]
+from .data import DataBrowser
+
+__all__ += ["DataBrowser"]

@@ -1,0 +1,259 @@
+"""DataBrowser against the real hub + service with the test bed's S3 server (moto_server) as the
+organization's object store: listing, folders and the breadcrumb, paging, upload with progress,
+download (link and local copy), delete behind a confirmation, and the refusals shown to the user."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import uuid
+
+import pytest
+
+from jupyter_heroes.client import HeroesClient
+from jupyter_heroes.widgets import DataBrowser
+
+pytestmark = [
+    pytest.mark.hub,
+    pytest.mark.s3,
+    pytest.mark.parametrize("hub", ["sqlite"], indirect=True),
+    pytest.mark.timeout(240),
+]
+
+
+@pytest.fixture
+def world(faces_widgets_world):
+    return faces_widgets_world
+
+
+@pytest.fixture
+def client(world) -> HeroesClient:
+    return world.client(organization=world.org)
+
+
+@pytest.fixture
+def base() -> str:
+    """A folder of its own for each test (the researcher's bucket is shared by the session)."""
+    return f"db-{uuid.uuid4().hex[:8]}"
+
+
+def keys_under(client: HeroesClient, prefix: str) -> list[str]:
+    return sorted(o["key"] for o in client.ls(prefix, recursive=True)["objects"])
+
+
+def test_lists_your_bucket_walks_folders_and_pages(world, client, base):
+    for key in ("a.txt", "sub/b.txt", "sub/deep/c.txt", *(f"many/{i}.dat" for i in range(5))):
+        client.upload(f"{base}/{key}", f"content of {key}".encode())
+    # another user's bucket exists, with a file in it
+    other = world.client(world.wf_admin, organization=world.org)
+    other_bucket = other.home_bucket()
+    other.upload("secret.txt", b"not for the researcher")
+
+    db = DataBrowser(client)
+    try:
+        home = client.home_bucket(create=False)
+        assert db.bucket == home and db.bucket_picker.value == home
+        listed = [v for _, v in db.bucket_picker.options]
+        assert home in listed and other_bucket not in listed
+        assert f"{base}/" in db.folders and db.prefix == ""
+        assert "objects" in db.usage_line.value and db.usage is not None and db.usage["objects"] >= 8
+
+        # into the test's folder with its button, then deeper, then back up by the breadcrumb
+        button = next(b for b in db.folders_box.children if b.description == f"{base}/")
+        button.click()
+        assert db.prefix == f"{base}/"
+        assert db.folders == [f"{base}/many/", f"{base}/sub/"]
+        assert [o["key"] for o in db.objects] == [f"{base}/a.txt"]
+        assert [c.description for c in db._checks.values()] == ["a.txt"]
+        assert "16 B" in db.objects_box.children[0].children[1].value  # "content of a.txt"
+        assert str(datetime.datetime.now(datetime.UTC).year) in db.objects_box.children[0].children[1].value
+        db.open_folder(f"{base}/sub/deep")
+        assert db.prefix == f"{base}/sub/deep/" and [o["key"] for o in db.objects] == [
+            f"{base}/sub/deep/c.txt"
+        ]
+        assert [b.description for b in db.breadcrumb.children] == [home, f"{base}/", "sub/", "deep/"]
+        db.breadcrumb.children[2].click()
+        assert db.prefix == f"{base}/sub/" and db.folders == [f"{base}/sub/deep/"]
+        db.up_button.click()
+        assert db.prefix == f"{base}/"
+        db.breadcrumb.children[0].click()
+        assert db.prefix == "" and db.up_button.disabled
+
+        # a folder of five objects, two per page: More adds pages until the last
+        paged = DataBrowser(client, page_size=2)
+        paged.open_folder(f"{base}/many/")
+        assert len(paged.objects) == 2 and paged.has_more and paged.more_button.layout.display is None
+        paged.more_button.click()
+        assert len(paged.objects) == 4 and paged.has_more
+        paged.more()
+        assert [o["key"] for o in paged.objects] == [f"{base}/many/{i}.dat" for i in range(5)]
+        assert not paged.has_more and paged.more_button.layout.display == "none"
+        # a page holds folders and objects together: the test's folder in pages of two
+        paged.open_folder(f"{base}/")
+        while paged.has_more:
+            paged.more()
+        assert paged.folders == [f"{base}/many/", f"{base}/sub/"] and len(paged.objects) == 1
+        paged.close()
+        db.open_folder(f"{base}/many/")
+        assert len(db.objects) == 5 and not db.has_more
+        assert db.more_button.layout.display == "none"
+
+        # an empty folder says so; a folder name with '..' is refused before any call
+        db.open_folder(f"{base}/nothing-here/")
+        assert db.objects == [] and "this folder is empty" in db.empty_note.value
+        db.open_folder(f"{base}/../")
+        assert "contains a '..' segment" in db.status.value and db.prefix == f"{base}/nothing-here/"
+    finally:
+        db.close()
+
+
+def test_upload_with_progress_then_download(client, base, tmp_path):
+    db = DataBrowser(client)
+    try:
+        db.open_folder(base)
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        db.upload_folder.value = f"{base}/in"  # the trailing '/' is added
+        db.file_upload.value = (
+            {
+                "name": "big.bin",
+                "type": "application/octet-stream",
+                "size": len(data),
+                "content": memoryview(data),
+                "last_modified": datetime.datetime.now(datetime.UTC),
+            },
+            {
+                "name": "note.txt",
+                "type": "text/plain",
+                "size": 5,
+                "content": memoryview(b"hello"),
+                "last_modified": datetime.datetime.now(datetime.UTC),
+            },
+        )
+        db.upload_button.click()
+        assert "uploaded 2 files" in db.status.value, db.status.value
+        # the bar followed the bytes of the last file (a small one: straight to 100) ...
+        assert db.progress.value == 100.0 and db.progress.bar_style == "success"
+        assert db.file_upload.value == ()
+        # ... and of the big one, in many steps (checked again with the big file alone)
+        big = db.upload_bytes(f"{base}/in/big2.bin", data)
+        assert big is not None and big["size"] == len(data)
+        seen = db.progress_seen
+        assert seen[0] == 0.0 and seen[-1] == 100.0 and len(seen) > 10
+        assert seen == sorted(seen)
+        assert "3.1 MB of 3.1 MB" in db.progress_label.value
+        assert client.download(f"{base}/in/big.bin") == data
+        assert client.download(f"{base}/in/note.txt") == b"hello"
+        assert keys_under(client, f"{base}/") == [
+            f"{base}/in/big.bin",
+            f"{base}/in/big2.bin",
+            f"{base}/in/note.txt",
+        ]
+        # the current folder shows the new folder
+        assert db.folders == [f"{base}/in/"]
+
+        # outside a Jupyter server: no links; Save copies the selected objects into a local folder
+        db.open_folder(f"{base}/in/")
+        assert "heroes-download" not in "".join(r.children[1].value for r in db.objects_box.children)
+        db.select(f"{base}/in/note.txt", f"{base}/in/big.bin")
+        db.download_dir.value = str(tmp_path / "copies")
+        db.save_button.click()
+        assert "saved 2 files" in db.status.value
+        assert (tmp_path / "copies" / "note.txt").read_bytes() == b"hello"
+        assert (tmp_path / "copies" / "big.bin").read_bytes() == data
+        # in a Jupyter server: a link through its HEROES extension (the browser's own login)
+        db.server_base_url = "/user/fw-res/"
+        db.refresh()
+        html = "".join(r.children[1].value for r in db.objects_box.children)
+        assert (
+            f'href="/user/fw-res/heroes/api/v1/organization/data/download?bucket={db.bucket}'
+            f"&amp;key={base}%2Fin%2Fnote.txt&amp;organization={client.organization}" in html
+        )
+    finally:
+        db.close()
+
+
+def test_bad_keys_are_refused_and_service_errors_shown(world, client, base):
+    db = DataBrowser(client)
+    try:
+        # the service's own key rules, before anything is sent
+        assert db.upload_bytes("../escape.txt", b"x") is None
+        assert "not uploaded: the object key '../escape.txt' contains a '..' segment" in db.status.value
+        db.upload_folder.value = f"{base}/../../"
+        db.file_upload.value = (
+            {
+                "name": "a.txt",
+                "type": "text/plain",
+                "size": 1,
+                "content": memoryview(b"a"),
+                "last_modified": datetime.datetime.now(datetime.UTC),
+            },
+        )
+        assert db.upload_files() == []
+        assert "nothing uploaded" in db.status.value and "'..' segment" in db.status.value
+        assert db.upload_bytes("/abs.txt", b"x") is None and "is absolute" in db.status.value
+        assert keys_under(client, f"{base}/") == []
+        assert not {"escape.txt", "abs.txt", "a.txt"} & {o["key"] for o in client.ls("")["objects"]}
+        # nothing chosen, nothing selected: the status line says what to do
+        db.file_upload.value = ()
+        db.upload_button.click()
+        assert "choose files first" in db.status.value
+        db.save_button.click()
+        assert "select the objects to save first" in db.status.value
+        # what the service refuses lands in the status line with its message: another user's bucket
+        other_bucket = world.client(world.wf_admin, organization=world.org).home_bucket()
+        db.bucket = other_bucket
+        assert db.upload_bytes(f"{base}/x.txt", b"x") is None
+        assert db.status.value.startswith("<span") and f"{base}/x.txt not uploaded: " in db.status.value
+        assert db.progress.bar_style == "danger"
+        # a bucket that is not in your list is refused when asked for
+        other = DataBrowser(client, bucket=other_bucket)
+        assert "is not one you may use" in other.status.value and other.upload_button.disabled
+        other.close()
+    finally:
+        db.close()
+
+
+def test_delete_asks_first(client, base):
+    for name in ("keep.txt", "gone1.txt", "gone2.txt"):
+        client.upload(f"{base}/{name}", name.encode())
+    db = DataBrowser(client)
+    try:
+        db.open_folder(base)
+        db.delete_button.click()
+        assert "select the objects to delete first" in db.status.value
+        assert db.confirm_box.layout.display == "none"
+        # Delete asks; Cancel leaves the object
+        db.select(f"{base}/keep.txt")
+        db.delete_button.click()
+        assert db.confirm_box.layout.display is None and "Delete 1 object?" in db.confirm_text.value
+        assert keys_under(client, f"{base}/") == [
+            f"{base}/gone1.txt",
+            f"{base}/gone2.txt",
+            f"{base}/keep.txt",
+        ]
+        db.cancel_button.click()
+        assert db.confirm_box.layout.display == "none" and "nothing deleted" in db.status.value
+        assert f"{base}/keep.txt" in keys_under(client, f"{base}/")
+        assert db.confirm_delete() is None  # nothing pending any more
+        # Confirm removes exactly what was asked about
+        db.select(f"{base}/keep.txt", value=False)
+        db.select(f"{base}/gone1.txt", f"{base}/gone2.txt")
+        db.delete_button.click()
+        assert "Delete 2 objects?" in db.confirm_text.value
+        db.confirm_button.click()
+        assert "deleted 2 objects" in db.status.value
+        assert keys_under(client, f"{base}/") == [f"{base}/keep.txt"]
+        assert [o["key"] for o in db.objects] == [f"{base}/keep.txt"] and db.selected == []
+    finally:
+        db.close()
+
+
+def test_without_a_service_the_browser_says_what_to_set(world, monkeypatch):
+    # (no hub needed; *world* only because this module runs against the hub)
+    for name in ("HEROES_SERVICE_URL", "JUPYTERHUB_PUBLIC_HUB_URL", "JUPYTERHUB_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    db = DataBrowser()
+    assert "Set $HEROES_SERVICE_URL" in db.status.value
+    assert db.upload_button.disabled and db.delete_button.disabled and db.bucket_picker.disabled
+    assert db.upload_bytes("a.txt", b"a") is None
+    db.close()
