@@ -257,3 +257,34 @@ def test_without_a_service_the_browser_says_what_to_set(world, monkeypatch):
     assert db.upload_button.disabled and db.delete_button.disabled and db.bucket_picker.disabled
     assert db.upload_bytes("a.txt", b"a") is None
     db.close()
+
+
+def test_your_projects_buckets_are_offered(world, client, base):
+    project = f"proj-{base[3:]}"
+    world.ok(
+        world.admin,
+        "POST",
+        "/organization/admin/groups",
+        {"name": project, "members": [world.researcher]},
+        status=201,
+        org=world.org,
+    )
+    shared = client.create_bucket("project", project)["name"]
+    client.upload("shared.txt", b"for the project", shared)
+    db = DataBrowser(client)
+    try:
+        labels = dict((v, label) for label, v in db.bucket_picker.options)
+        home = client.home_bucket(create=False)
+        assert db.bucket == home and labels[home].endswith("(yours)")
+        assert labels[shared] == f"{shared} (project {project})"
+        db.bucket_picker.value = shared
+        assert db.bucket == shared and db.prefix == ""
+        assert [o["key"] for o in db.objects] == ["shared.txt"]
+        assert "1 object, 15 B in all" in db.usage_line.value
+        assert db.upload_bytes("from-the-browser.txt", b"x") is not None
+        assert client.download("from-the-browser.txt", bucket=shared) == b"x"
+        db.refresh()
+        assert [o["key"] for o in db.objects] == ["from-the-browser.txt", "shared.txt"]
+        assert "2 objects, 16 B in all" in db.usage_line.value
+    finally:
+        db.close()
