@@ -104,6 +104,7 @@ class DataBrowser(w.VBox):
         self.usage_line.add_class("heroes-data-usage")
         self.up_button = w.Button(description="Up", icon="arrow-up", layout=w.Layout(width="70px"))
         self.up_button.on_click(lambda _b: self.up())
+        self.up_button.add_class("heroes-data-up")
         self.breadcrumb = w.HBox()
         self.breadcrumb.add_class("heroes-data-breadcrumb")
         self.folders_box = w.VBox()
@@ -113,23 +114,29 @@ class DataBrowser(w.VBox):
         self.empty_note = w.HTML()
         self.more_button = w.Button(description="More", icon="angle-double-down")
         self.more_button.on_click(lambda _b: self.more())
+        self.more_button.add_class("heroes-data-more")
         self.more_button.layout.display = "none"
 
         self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger")
         self.delete_button.on_click(lambda _b: self.delete())
+        self.delete_button.add_class("heroes-data-delete")
         self.confirm_text = w.HTML()
         self.confirm_button = w.Button(description="Confirm", button_style="danger")
         self.confirm_button.on_click(lambda _b: self.confirm_delete())
+        self.confirm_button.add_class("heroes-data-confirm-yes")
         self.cancel_button = w.Button(description="Cancel")
         self.cancel_button.on_click(lambda _b: self.cancel_delete())
+        self.cancel_button.add_class("heroes-data-confirm-no")
         self.confirm_box = w.HBox([self.confirm_text, self.confirm_button, self.cancel_button])
         self.confirm_box.add_class("heroes-data-confirm")
         self.confirm_box.layout.display = "none"
         self.download_dir = w.Text(value=os.fspath(download_dir), description="Save to")
         self.save_button = w.Button(description="Save selected", icon="download")
         self.save_button.on_click(lambda _b: self.save())
+        self.save_button.add_class("heroes-data-save")
 
         self.file_upload = w.FileUpload(multiple=True, description="Choose files")
+        self.file_upload.add_class("heroes-data-upload")
         self.upload_folder = w.Text(
             description="Into",
             placeholder="folder/ (empty: the bucket's top)",
@@ -137,6 +144,7 @@ class DataBrowser(w.VBox):
         )
         self.upload_button = w.Button(description="Upload", icon="upload", button_style="primary")
         self.upload_button.on_click(lambda _b: self.upload_files())
+        self.upload_button.add_class("heroes-data-upload-button")
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=100.0, description="Upload")
         self.progress.add_class("heroes-data-progress")
         self.progress_label = w.HTML()

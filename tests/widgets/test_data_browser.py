@@ -288,3 +288,71 @@ def test_your_projects_buckets_are_offered(world, client, base):
         assert "2 objects, 16 B in all" in db.usage_line.value
     finally:
         db.close()
+
+
+@pytest.mark.browser
+def test_the_browser_in_a_voila_app(world, client, base, browser, screenshots_dir, tmp_path):
+    """The widget served by Voila and used in headless Chromium: walk into a folder, upload a file
+    chosen in the page's file input, delete one after confirming."""
+    import nbformat
+    from browser.test_widgets import Voila  # the same Voila component as the submission widget's test
+
+    client.upload(f"{base}/old.txt", b"to be deleted")
+    client.upload(f"{base}/keep.txt", b"stays")
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# My data"),
+            nbformat.v4.new_code_cell(
+                f"from jupyter_heroes.widgets import DataBrowser\n\ndb = DataBrowser()\ndb.open_folder({base!r})\ndb"
+            ),
+        ],
+        metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    )
+    path = tmp_path / "data.ipynb"
+    nbformat.write(nb, path)
+    env = {
+        "HEROES_SERVICE_URL": world.service_url,
+        "JUPYTERHUB_API_TOKEN": world.tokens[world.researcher],
+        "HEROES_API_TOKEN": "",
+        "HEROES_ORGANIZATION": world.org,
+        "JUPYTERHUB_SERVICE_PREFIX": "",
+    }
+    local = tmp_path / "upload-me.csv"
+    local.write_bytes(b"a,b\n1,2\n" * 50_000)
+    with Voila(path, env) as voila:
+        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = ctx.new_page()
+        try:
+            page.goto(voila.url, timeout=120_000)
+            widget = page.locator(".heroes-data-browser")
+            widget.wait_for(timeout=120_000)
+            widget.locator(".heroes-data-object", has_text="old.txt").wait_for(timeout=30_000)
+            assert widget.locator(".heroes-data-object", has_text="keep.txt").count() == 1
+            # the breadcrumb leads to the top, the test's folder button back in
+            widget.locator("button.heroes-data-crumb").first.click()
+            widget.locator("button.heroes-data-folder", has_text=f"{base}/").click()
+            widget.locator("button.heroes-data-crumb", has_text=f"{base}/").wait_for(timeout=30_000)
+            # upload through the page's file input into the folder shown
+            with page.expect_file_chooser() as chooser:
+                widget.locator(".heroes-data-upload").click()
+            chooser.value.set_files(str(local))
+            widget.locator("button.heroes-data-upload-button").click()
+            widget.locator(".heroes-data-status", has_text="uploaded 1 file").wait_for(timeout=60_000)
+            widget.locator(".heroes-data-object", has_text="upload-me.csv").wait_for(timeout=30_000)
+            bar = widget.locator(".heroes-data-progress .progress-bar")
+            assert bar.evaluate("e => e.style.width") == "100%"
+            page.screenshot(path=str(screenshots_dir / "data-browser-01-uploaded.png"))
+            assert client.download(f"{base}/upload-me.csv") == local.read_bytes()
+            # delete asks first
+            widget.locator(".heroes-data-object", has_text="old.txt").locator("input").check()
+            widget.locator("button.heroes-data-delete").click()
+            confirm = widget.locator(".heroes-data-confirm", has_text="Delete 1 object?")
+            confirm.wait_for(timeout=30_000)
+            page.screenshot(path=str(screenshots_dir / "data-browser-02-confirm.png"))
+            assert f"{base}/old.txt" in keys_under(client, f"{base}/")
+            widget.locator("button.heroes-data-confirm-yes").click()
+            widget.locator(".heroes-data-status", has_text="deleted 1 object").wait_for(timeout=30_000)
+            assert keys_under(client, f"{base}/") == [f"{base}/keep.txt", f"{base}/upload-me.csv"]
+            assert "Traceback" not in page.inner_text("body")
+        finally:
+            ctx.close()
