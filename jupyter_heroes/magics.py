@@ -12,6 +12,7 @@ Load with ``%load_ext jupyter_heroes``, then::
     %heroes cancel ID
     %heroes data ls results/                            # your bucket (DataFrame)
     %heroes data put local.csv inputs/local.csv         # upload; get KEY [DEST]; rm KEY ...; buckets
+    %heroes data browse results/                        # the data browser widget
     %heroes budget                                      # budgets, or your own usage
     %heroes me                                          # who you are, in which organizations
 
@@ -326,8 +327,12 @@ class HeroesMagics(Magics):
         return LogText(answer.get("text", ""))
 
     @magic_arguments("heroes data")
-    @argument("action", choices=["ls", "get", "put", "rm", "buckets"], help="what to do")
-    @argument("paths", nargs="*", help="ls [PREFIX] | get KEY [DEST] | put LOCAL [KEY] | rm KEY ...")
+    @argument("action", choices=["ls", "get", "put", "rm", "buckets", "browse"], help="what to do")
+    @argument(
+        "paths",
+        nargs="*",
+        help="ls [PREFIX] | get KEY [DEST] | put LOCAL [KEY] | rm KEY ... | browse [PREFIX]",
+    )
     @argument("--bucket", default=None, help="a bucket from '%%%%heroes data buckets' (default: your own)")
     @argument("-r", "--recursive", action="store_true", help="ls: every key under the prefix")
     @_common
@@ -340,6 +345,15 @@ class HeroesMagics(Magics):
 
         client = self._client_for(args)
         paths = list(args.paths)
+        if args.action == "browse":
+            if len(paths) > 1:
+                raise UsageError("%heroes data browse takes one folder, e.g. %heroes data browse results/")
+            from .widgets.data import DataBrowser
+
+            browser = DataBrowser(client, args.bucket)
+            if paths:
+                browser.open_folder(paths[0])
+            return browser
         if args.action == "buckets":
             return pd.DataFrame(client.buckets(), columns=["name", "kind", "owner", "mine", "created"])
         if args.action == "ls":

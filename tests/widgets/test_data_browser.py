@@ -356,3 +356,31 @@ def test_the_browser_in_a_voila_app(world, client, base, browser, screenshots_di
             assert "Traceback" not in page.inner_text("body")
         finally:
             ctx.close()
+
+
+def test_the_magic_opens_the_browser(world, client, base, monkeypatch):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    client.upload(f"{base}/in/m.txt", b"m")
+    for name in ("HEROES_API_TOKEN", "JUPYTERHUB_PUBLIC_HUB_URL", "JUPYTERHUB_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HEROES_SERVICE_URL", world.service_url)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", world.tokens[world.researcher])
+    monkeypatch.setenv("HEROES_ORGANIZATION", world.org)
+    cfg = Config()
+    cfg.HistoryManager.enabled = False
+    sh = InteractiveShell.instance(config=cfg)
+    if "jupyter_heroes" not in sh.extension_manager.loaded:
+        sh.run_line_magic("load_ext", "jupyter_heroes")
+    sh.magics_manager.registry["HeroesMagics"].client = None  # a fresh client from this environment
+    try:
+        db = sh.run_line_magic("heroes", f"data browse {base}/in")
+        assert isinstance(db, DataBrowser)
+        assert db.prefix == f"{base}/in/" and [o["key"] for o in db.objects] == [f"{base}/in/m.txt"]
+        db.close()
+        with pytest.raises(UsageError, match="takes one folder"):
+            sh.run_line_magic("heroes", "data browse a/ b/")
+    finally:
+        sh.reset(new_session=False)
