@@ -95,6 +95,7 @@ class DataBrowser(w.VBox):
         self._next: str | None = None
         self._checks: dict[str, w.Checkbox] = {}
         self._pending_delete: list[str] = []
+        self._last_error = ""
 
         self.bucket_picker = w.Dropdown(description="Bucket", layout=w.Layout(width="420px"))
         self.bucket_picker.observe(self._bucket_picked, names="value")
@@ -137,6 +138,10 @@ class DataBrowser(w.VBox):
 
         self.file_upload = w.FileUpload(multiple=True, description="Choose files")
         self.file_upload.add_class("heroes-data-upload")
+        self.file_upload.tooltip = (
+            "files chosen here reach the notebook in one message of at most 10 MiB (the Jupyter server's "
+            "websocket limit); upload larger files with HeroesClient().upload(key, path)"
+        )
         self.upload_folder = w.Text(
             description="Into",
             placeholder="folder/ (empty: the bucket's top)",
@@ -522,7 +527,8 @@ class DataBrowser(w.VBox):
             )
         except HeroesError as e:
             self.progress.bar_style = "danger"
-            self._error(f"{key} not uploaded: {e.message}")
+            self._last_error = f"{key} not uploaded: {e.message}"
+            self._error(self._last_error)
             return None
         self.progress.bar_style = "success"
         return answer
@@ -547,6 +553,8 @@ class DataBrowser(w.VBox):
         for f, key in zip(files, keys, strict=True):
             answer = self._put(key, bytes(f["content"]), f.get("type") or None)
             if answer is None:
+                if done:  # say what did arrive before the refusal
+                    self._error(f"uploaded {len(done)} of {len(files)}; {self._last_error}")
                 break
             done.append(answer)
         if len(done) == len(files):
