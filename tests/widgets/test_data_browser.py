@@ -9,6 +9,7 @@ import os
 import uuid
 
 import pytest
+import requests
 
 from jupyter_heroes.client import HeroesClient
 from jupyter_heroes.widgets import DataBrowser
@@ -384,3 +385,38 @@ def test_the_magic_opens_the_browser(world, client, base, monkeypatch):
             sh.run_line_magic("heroes", "data browse a/ b/")
     finally:
         sh.reset(new_session=False)
+
+
+@pytest.mark.timeout(400)
+def test_the_download_link_works_through_the_users_jupyter_server(
+    hub, hub_factory, s3_server, tmp_path_factory
+):
+    """The link the browser shows inside a Jupyter server downloads the object through that server's
+    HEROES extension with the browser's own hub login (a JupyterLab server spawned by a second hub)."""
+    from client.world import build_world
+
+    from jupyter_heroes.serverext.testing import hub_login, lab_hub_config, start_user_server
+
+    work = tmp_path_factory.mktemp("db-lab")
+    lab_hub = hub_factory(extra_config=lab_hub_config(work))
+    world = build_world(lab_hub, "dl", work / "scratch", s3_server)
+    client = world.client(organization=world.org)
+    data = os.urandom(200_000)
+    client.upload("out/result.bin", data)
+    start_user_server(lab_hub, world.researcher, world.tokens[world.researcher])
+    db = DataBrowser(client)
+    try:
+        db.server_base_url = f"/user/{world.researcher}/"
+        db.open_folder("out/")
+        url = db.download_url("out/result.bin")
+        assert url is not None and url.startswith(f"/user/{world.researcher}/heroes/api/v1/")
+        assert f'href="{url.replace("&", "&amp;")}"' in db.objects_box.children[0].children[1].value
+        session = hub_login(lab_hub, world.researcher)
+        r = session.get(lab_hub.url + url, timeout=60)
+        assert r.status_code == 200, r.text[:300]
+        assert r.content == data
+        # without the login the server does not hand it out
+        anonymous = requests.get(lab_hub.url + url, timeout=60, allow_redirects=False)
+        assert anonymous.status_code in (302, 403) and anonymous.content != data
+    finally:
+        db.close()
