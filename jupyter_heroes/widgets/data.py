@@ -359,6 +359,7 @@ class DataBrowser(w.VBox):
                 value=old[key].value if key in old else False,
                 description=name,
                 indent=False,
+                tooltip=key,
                 layout=w.Layout(width="360px"),
             )
             check.add_class("heroes-data-object")
@@ -508,7 +509,13 @@ class DataBrowser(w.VBox):
         except InvalidName as e:
             self._error(f"not uploaded: {e.message}")
             return None
-        return self._put(key, data, content_type)
+        answer = self._put(key, data, content_type)
+        if answer is not None:
+            self._show_usage()
+            if key.startswith(self.prefix):
+                self._list()
+            self._ok(f"uploaded {key} ({_size(int(answer.get('size', len(data))))})")
+        return answer
 
     def _put(self, key: str, data: bytes, content_type: str | None) -> dict[str, Any] | None:
         assert self.client is not None

@@ -283,10 +283,13 @@ def test_your_projects_buckets_are_offered(world, client, base):
         assert [o["key"] for o in db.objects] == ["shared.txt"]
         assert "1 object, 15 B in all" in db.usage_line.value
         assert db.upload_bytes("from-the-browser.txt", b"x") is not None
+        assert "uploaded from-the-browser.txt (1 B)" in db.status.value
         assert client.download("from-the-browser.txt", bucket=shared) == b"x"
-        db.refresh()
         assert [o["key"] for o in db.objects] == ["from-the-browser.txt", "shared.txt"]
-        assert "2 objects, 16 B in all" in db.usage_line.value
+        client.upload("by-someone-else.txt", b"yz", shared)
+        db.refresh()
+        assert [o["key"] for o in db.objects] == ["by-someone-else.txt", "from-the-browser.txt", "shared.txt"]
+        assert "3 objects, 18 B in all" in db.usage_line.value
     finally:
         db.close()
 
