@@ -115,21 +115,6 @@ def parse_private_key(text: str) -> paramiko.PKey:
     return cls.from_private_key(io.StringIO(data.decode()))
 
 
-#: AES-GCM authenticates as it encrypts: no separate HMAC computed in Python for every packet, which
-#: is most of paramiko's CPU per byte on bulk transfers (staging); paramiko lists them last by default
-AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-
-def _aead_first_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
-    """A paramiko transport that offers the AES-GCM ciphers first (the server still picks among
-    what both sides offer, so a server without them keeps working)."""
-    t = paramiko.Transport(sock, **kwargs)
-    opts = t.get_security_options()
-    aead = [c for c in AEAD_CIPHERS if c in opts.ciphers]
-    opts.ciphers = tuple(aead + [c for c in opts.ciphers if c not in aead])
-    return t
-
-
 class SSHTransport(Transport):
     """Commands and files on a cluster's login node over one pooled SSH connection."""
 
@@ -263,7 +248,6 @@ class SSHTransport(Transport):
                     banner_timeout=timeout,
                     auth_timeout=timeout,
                     channel_timeout=timeout,
-                    transport_factory=_aead_first_transport,
                 )
             except paramiko.BadHostKeyException as e:
                 client.close()

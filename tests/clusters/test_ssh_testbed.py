@@ -89,13 +89,6 @@ async def test_one_pooled_connection_for_everything(ssh, sshd):
     assert ssh.stats["connect"] == 1 and ssh.stats["run"] == 35
 
 
-async def test_the_connection_runs_aes_gcm_with_openssh(ssh):
-    """OpenSSH offers AES-GCM; we ask for it first (no per-packet HMAC in Python for bulk data)."""
-    await ssh.run(["true"])
-    t = ssh._client.get_transport()
-    assert t.local_cipher == t.remote_cipher == "aes128-gcm@openssh.com"
-
-
 async def test_timeout_of_a_remote_command(ssh):
     start = time.monotonic()
     with pytest.raises(TransportError, match="did not finish within 1 s") as e:
