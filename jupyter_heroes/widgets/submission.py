@@ -421,14 +421,16 @@ class SubmissionWidget(w.VBox):
             return None
         self.decision = df
         self._compared = (self.template_picker.value, self.form.values())
-        self._render_decision()
-        self._render_chart()
+        # the recommendation fills the form before the table and chart appear (a reader of the
+        # table then sees the form already following it)
         best = df[df["rank"] == 1] if "rank" in df.columns else df.iloc[:0]
         if len(best) and "cluster" in df.columns:
             row: Mapping[str, Any] = best.iloc[0].to_dict()
             self.cluster_box.value = str(row.get("cluster") or "")
             if row.get("queue"):
                 self.queue_box.value = str(row["queue"])
+        self._render_decision()
+        self._render_chart()
         return df
 
     def _render_decision(self) -> None:

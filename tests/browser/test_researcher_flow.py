@@ -142,6 +142,14 @@ def test_login_form_decide_submit_watch_download(flow, browser, screenshots_dir,
         assert table.locator("tbody tr").count() == len(flow.partitions)
         table.scroll_into_view_if_needed()
         page.screenshot(path=str(shots / "researcher-04-decision.png"))
+        # under the table, the chart: one point per ranked candidate, the recommendation starred
+        chart = widget.locator(".heroes-decision-chart .js-plotly-plot")
+        chart.wait_for(timeout=60_000)
+        assert "recommended" in widget.locator(".heroes-decision-chart .legendtext").all_text_contents()
+        points = widget.locator(".heroes-decision-chart .scatterlayer .point")
+        assert points.count() >= len(flow.partitions)  # each candidate's point, and the star on the best
+        chart.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "researcher-04b-chart.png"))
 
         # --- submit, watch it complete ----------------------------------------------------------------
         submit_enabled(page, True)
