@@ -67,13 +67,24 @@ class HeroesProxyHandler(APIHandler):
         self._feed: asyncio.Queue[bytes | None] | None = None
         self._answered: asyncio.Event | None = None
         self._body_done: asyncio.Event | None = None
+        self._refused: web.HTTPError | None = None
 
     # --- the request body, as it arrives --------------------------------------------------------------
     async def prepare(self) -> None:  # type: ignore[override]
-        await super().prepare()
         ext = self.extension
         method = (self.request.method or "GET").upper()
         path = self.path_args[0] if self.path_args else None
+        try:
+            await super().prepare()  # login, XSRF
+        except web.HTTPError as e:
+            declared = self.request.headers.get("Content-Length", "0")
+            upload = (method, (path or "").rstrip("/")) in STREAMED_UPLOADS
+            if upload or not declared.isdigit() or int(declared) > ext.max_body_size:
+                raise
+            # answer once the (small) body is in: refusing now would close the connection with the
+            # body unread, and the browser's next request on that kept-alive connection would fail
+            self._refused = e
+            return
         if (method, (path or "").rstrip("/")) in STREAMED_UPLOADS:
             await self._start_upload(_check_path(path or ""))
             return
@@ -217,11 +228,13 @@ class HeroesProxyHandler(APIHandler):
     @web.authenticated
     @authorized
     async def get(self, path: str | None = None) -> None:
+        self._refuse_deferred()
         await self.forward(path)
 
     @web.authenticated
     @authorized
     async def post(self, path: str | None = None) -> None:
+        self._refuse_deferred()
         if self._feed is not None:
             await self._finish_upload()
             return
@@ -230,17 +243,25 @@ class HeroesProxyHandler(APIHandler):
     @web.authenticated
     @authorized
     async def put(self, path: str | None = None) -> None:
+        self._refuse_deferred()
         await self.forward(path)
 
     @web.authenticated
     @authorized
     async def patch(self, path: str | None = None) -> None:
+        self._refuse_deferred()
         await self.forward(path)
 
     @web.authenticated
     @authorized
     async def delete(self, path: str | None = None) -> None:
+        self._refuse_deferred()
         await self.forward(path)
+
+    def _refuse_deferred(self) -> None:
+        """Raise what :meth:`prepare` refused (e.g. a missing XSRF token), now that the body is read."""
+        if self._refused is not None:
+            raise self._refused
 
     # --- forwarding ---------------------------------------------------------------------------------
     async def forward(self, path: str | None) -> None:

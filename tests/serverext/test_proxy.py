@@ -3,8 +3,10 @@ in front of the stand-in HTTP server of ``conftest.py``)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -153,6 +155,21 @@ def test_xsrf_is_required_on_cookie_authenticated_changes(jpserver, standin):
     assert r.json()["body"] == '{"a": 1}'
     # a cookie-authenticated GET needs no token (JupyterLab's fetches send it anyway)
     assert s.get(jpserver.url + "heroes/api/v1/echo/y", timeout=30).status_code == 200
+    # the refusal reads the body first, so the browser's kept-alive connection stays usable
+    u = urlsplit(jpserver.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
+    try:
+        for token, status in ((None, 403), (xsrf, 200)):
+            headers = {"Cookie": cookie, "Content-Type": "application/json"}
+            if token:
+                headers["X-XSRFToken"] = token
+            conn.request("POST", u.path + "heroes/api/v1/echo/z", body=b'{"b": 2}', headers=headers)
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == status
+    finally:
+        conn.close()
 
 
 def test_no_api_path(jpserver):
