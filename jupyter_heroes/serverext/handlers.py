@@ -17,9 +17,10 @@ refused (413) beyond it, as soon as the declared or received size says so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -51,6 +52,20 @@ STREAMED_UPLOADS = frozenset({("POST", "/organization/data/upload")})
 FEED_CHUNKS = 16
 
 _PHRASE_RE = re.compile(r"[^a-z0-9]+")
+
+
+def _refused_first(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Raise what :meth:`HeroesProxyHandler.prepare` refused (e.g. a missing XSRF token) now that
+    the body is read, before the login and permission checks (the refused prepare never looked the
+    user up)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: HeroesProxyHandler, *args: Any, **kwargs: Any) -> Any:
+        if self._refused is not None:
+            raise self._refused
+        return await method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @web.stream_request_body
@@ -225,43 +240,38 @@ class HeroesProxyHandler(APIHandler):
             self._pump.cancel()
 
     # --- methods ------------------------------------------------------------------------------------
+    @_refused_first
     @web.authenticated
     @authorized
     async def get(self, path: str | None = None) -> None:
-        self._refuse_deferred()
         await self.forward(path)
 
+    @_refused_first
     @web.authenticated
     @authorized
     async def post(self, path: str | None = None) -> None:
-        self._refuse_deferred()
         if self._feed is not None:
             await self._finish_upload()
             return
         await self.forward(path)
 
+    @_refused_first
     @web.authenticated
     @authorized
     async def put(self, path: str | None = None) -> None:
-        self._refuse_deferred()
         await self.forward(path)
 
+    @_refused_first
     @web.authenticated
     @authorized
     async def patch(self, path: str | None = None) -> None:
-        self._refuse_deferred()
         await self.forward(path)
 
+    @_refused_first
     @web.authenticated
     @authorized
     async def delete(self, path: str | None = None) -> None:
-        self._refuse_deferred()
         await self.forward(path)
-
-    def _refuse_deferred(self) -> None:
-        """Raise what :meth:`prepare` refused (e.g. a missing XSRF token), now that the body is read."""
-        if self._refused is not None:
-            raise self._refused
 
     # --- forwarding ---------------------------------------------------------------------------------
     async def forward(self, path: str | None) -> None:
