@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..accounting.money import check_currency
+from ..errors import DomainError
 from ..orm import Cluster, Job, Organization, User, WorkflowInstance, WorkflowTemplate, utcnow
 from ..orm_decision import Decision as DecisionRow
 from ..orm_decision import DecisionPolicy, DecisionPrediction, EarRecord
@@ -51,20 +52,12 @@ from .ranking import DecisionError, Policy
 WORKFLOW = ""
 
 
-class DecisionStoreError(Exception):
+class DecisionStoreError(DomainError):
     """A request about a stored decision cannot be carried out. ``message`` is for the user,
     ``reason`` a short machine code, ``status`` the HTTP status the REST layer answers with."""
 
     status = 400
     reason = "decision_error"
-
-    def __init__(self, message: str, reason: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if reason is not None:
-            self.reason = reason
-        if status is not None:
-            self.status = status
 
 
 class DecisionNotFound(DecisionStoreError, LookupError):

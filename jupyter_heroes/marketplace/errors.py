@@ -8,18 +8,12 @@ those. An object of another organization is always :class:`NotFound` (404), neve
 
 from __future__ import annotations
 
+from ..errors import DomainError
 
-class MarketError(Exception):
+
+class MarketError(DomainError):
     status = 400
     reason = "market_error"
-
-    def __init__(self, message: str, reason: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if reason is not None:
-            self.reason = reason
-        if status is not None:
-            self.status = status
 
 
 class InvalidInput(MarketError, ValueError):
