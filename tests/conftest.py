@@ -3,6 +3,8 @@ seeded marketplace database shared by tests/accounting and tests/marketplace."""
 
 import pkgutil
 
+import pytest
+
 import jupyter_heroes.testing as _testing
 
 pytest_plugins = sorted(
@@ -12,3 +14,11 @@ pytest_plugins = sorted(
 )
 # tests/market_db.py: the seeded marketplace database of tests/accounting and tests/marketplace
 pytest_plugins.append("market_db")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request, tmp_path):
+    """The URL of an empty database (no schema): an SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'heroes.sqlite'}"
+    return request.getfixturevalue("postgres").new_database("empty")

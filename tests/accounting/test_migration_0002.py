@@ -24,11 +24,9 @@ NEW_TABLES = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'heroes.sqlite'}"
-    return request.getfixturevalue("postgres").new_database("mig2")
+@pytest.fixture
+def url(empty_db_url):
+    return empty_db_url
 
 
 def test_upgrade_from_0001_keeps_data_and_downgrade_removes_only_0002(url):

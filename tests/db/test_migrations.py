@@ -16,13 +16,6 @@ def _sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'heroes.sqlite'}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def empty_db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return _sqlite_url(tmp_path)
-    return request.getfixturevalue("postgres").new_database("mig")
-
-
 def test_empty_database_is_refused_with_the_upgrade_command(empty_db_url):
     engine = dbutil.make_engine(empty_db_url)
     with pytest.raises(dbutil.DatabaseSchemaMismatch, match=r"no schema yet.*heroes upgrade-db"):

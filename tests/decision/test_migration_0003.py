@@ -14,11 +14,9 @@ from jupyter_heroes.orm import Base
 NEW_TABLES = {"decisions", "decision_predictions", "decision_policies", "decision_ear_records"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'heroes.sqlite'}"
-    return request.getfixturevalue("postgres").new_database("mig3")
+@pytest.fixture
+def url(empty_db_url):
+    return empty_db_url
 
 
 def test_upgrade_from_0002_keeps_data_and_downgrade_removes_only_0003(url):
