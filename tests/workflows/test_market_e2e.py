@@ -466,11 +466,21 @@ def test_restart_mid_run_and_after_finish_one_ledger_row(restart_market):
 def test_exhausted_budget_holds_pending_jobs_then_releases_then_cancels(restart_market):
     m = restart_market
     bid = m.budget["id"]
+
+    def exhaust() -> None:
+        """Lower the limit to what is spent (spent >= limit: exhausted), whatever ran before."""
+        spent = m.ok("admin", "GET", f"/organization/budgets/{bid}")["spent"]
+        assert Decimal(spent) > 0, "the budget must have been charged for something"
+        m.ok("admin", "PATCH", f"/organization/budgets/{bid}", {"limit": spent})
+
+    if Decimal(m.ok("admin", "GET", f"/organization/budgets/{bid}")["spent"]) == 0:  # run alone
+        first = m.submit("sleepy", cluster=m.label, params={"seconds": 2}, project="lab")
+        assert m.wait(first["id"])["state"] == "completed"  # settled: its cost is spent
     # hold: the running first step goes on, the second (waiting for it) is held on Slurm
     inst = m.submit("chain", cluster=m.label, params={"seconds": 12}, project="lab")
     jobs = running_job_ids(m, inst["id"])
     assert jobs["s1"]["job_id"] and jobs["s1"]["state"] == "queued"
-    m.ok("admin", "PATCH", f"/organization/budgets/{bid}", {"limit": "0.01"})  # spent > 0.01: exhausted
+    exhaust()
     r = m.call("res", "POST", "/organization/workflow/submit", {"template": "sleepy", "cluster": m.label})
     assert r.status_code == 409 and r.json()["reason"] == "budget_exceeded", r.text
     deadline = time.monotonic() + 30  # the engine's sweep (5 s on the test hubs) applies the policy
@@ -490,7 +500,10 @@ def test_exhausted_budget_holds_pending_jobs_then_releases_then_cancels(restart_
     m.ok("admin", "PATCH", f"/organization/budgets/{bid}", {"on_exhausted": "cancel"})
     inst = m.submit("sleepy", cluster=m.label, params={"seconds": 60}, project="lab")
     running_job_ids(m, inst["id"])
-    m.ok("admin", "PATCH", f"/organization/budgets/{bid}", {"limit": "0.01"})
+    # sacct counts whole seconds: a job cancelled in the second it started has Elapsed 0 and is
+    # (rightly) charged nothing, so let it run measurably before the budget runs out
+    time.sleep(2.5)
+    exhaust()
     view = m.wait(inst["id"], timeout=60)
     assert view["state"] == "cancelled", view
     assert "budget is exhausted" in view["jobs"][0]["reason"] or view["jobs"][0]["state"] == "cancelled"
