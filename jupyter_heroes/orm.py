@@ -232,6 +232,10 @@ class WorkflowInstance(Base):
         ForeignKey("clusters.id", ondelete="SET NULL"), nullable=True
     )
     params: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: per-step walltime/memory that replace the template's for this run (migration 0004):
+    #: ``{step: {"walltime_s": int, "memory_mb": int, "source": "user"|"advice"|..., ...}}``,
+    #: see :mod:`jupyter_heroes.workflows.overrides`; None when the template's resources apply
+    resource_overrides: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="new", index=True)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

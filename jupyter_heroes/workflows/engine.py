@@ -37,7 +37,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -66,6 +66,7 @@ from ..orm import Cluster, Job, Organization, Project, User, WorkflowInstance, W
 from ..orm_market import BudgetReservation, UsageRecord
 from .events import EventBus
 from .heroesfs import InstanceDirs
+from .overrides import advice_resources, check_limits, effective_template, merge, parse_resources
 from .staging import StageContext, Stager, StagingError
 from .templates import Template, load_template
 
@@ -239,12 +240,20 @@ class WorkflowEngine(LoggingConfigurable):
         project_id: int | None = None,
         admin: bool = False,
         offer: EnabledOffer | None = None,
+        resources: Mapping[str, Any] | None = None,
+        advice: Mapping[str, Any] | None = None,
     ) -> WorkflowInstance:
         """Validate and persist an instance with one ``new`` job per step. The caller commits.
 
         *cluster* is one of the organization's own, or another provider's reached through *offer*
         (an enabled, usable offer of the organization on that cluster and queue): the instance,
-        its files and its jobs still belong to *org*."""
+        its files and its jobs still belong to *org*.
+
+        *resources* (the user's ``{step: {"walltime", "memory_mb"}}``) and *advice* (a decision's
+        advice for this cluster and queue, ``{step: {"walltime_s", "memory_mb", ...}}``) override the
+        template's walltime and memory, the user's values first (see :mod:`.overrides`); they are
+        checked against the queue's limits and stored on the instance. Raises
+        :class:`~.overrides.ResourceError` (400) before anything is added."""
         reachable = cluster.org_id == org.id or (
             offer is not None and offer.cluster is not None and offer.cluster.id == cluster.id
         )
@@ -262,6 +271,18 @@ class WorkflowEngine(LoggingConfigurable):
             template.render_list(step.inputs, values)
             template.render_list(step.outputs, values)
             template.array_size(step, values)
+        overrides = merge(
+            template, parse_resources(template, resources), advice_resources(template, advice or {})
+        )
+        limits = self._queue_row(cluster, queue, offer)
+        if limits is not None:
+            check_limits(
+                template,
+                overrides,
+                where=f"{cluster.name}/{limits.name}",
+                max_walltime_s=limits.max_walltime_s,
+                mem_per_node_mb=limits.mem_per_node_mb,
+            )
         inst = WorkflowInstance(
             org_id=org.id,
             user_id=user.id,
@@ -269,6 +290,7 @@ class WorkflowEngine(LoggingConfigurable):
             template_id=template_row.id,
             cluster_id=cluster.id,
             params=values,
+            resource_overrides=overrides,
             state="submitting",
         )
         session.add(inst)
@@ -286,13 +308,33 @@ class WorkflowEngine(LoggingConfigurable):
         session.flush()
         return inst
 
+    @staticmethod
+    def _queue_row(cluster: Cluster, queue: str, offer: EnabledOffer | None) -> Any:
+        """The queue (with its limits) a submission goes to: the offer's, the named one of the
+        cluster, or the cluster's only queue when none is named; None when unknown."""
+        if offer is not None:
+            return offer.queue
+        queues = list(cluster.queues)
+        if queue:
+            return next((q for q in queues if q.name == queue), None)
+        return queues[0] if len(queues) == 1 else None
+
+    def instance_template(self, session: Session, inst: WorkflowInstance) -> Template:
+        """The template an instance runs, with its resource overrides applied: what its jobs are
+        rendered from and its reservation priced with (the one place overrides take effect)."""
+        trow = session.get(WorkflowTemplate, inst.template_id)
+        if trow is None:
+            raise WorkflowError(f"instance {inst.id} refers to a deleted template", "orphaned", 409)
+        return effective_template(load_template(trow.spec), inst.resource_overrides)
+
     # --- budgets and the ledger -----------------------------------------------------------------------
     def price_instance(
         self, session: Session, inst: WorkflowInstance, offer: EnabledOffer | None, at: Any = None
     ) -> tuple[int, str, str]:
         """(cents, currency, basis): an upper bound of what *inst* costs — every step's requested
-        walltime x resources priced under the offer version in force at *at* (default now), or
-        under the own cluster's ``site.offer``; (0, EUR) when nothing prices it."""
+        walltime x resources (with the instance's resource overrides) priced under the offer version
+        in force at *at* (default now), or under the own cluster's ``site.offer``; (0, EUR) when
+        nothing prices it."""
         price: Offer | None = None
         basis = "unpriced"
         if offer is not None:
@@ -304,8 +346,7 @@ class WorkflowEngine(LoggingConfigurable):
             jobs = list(inst.jobs)
             price = site_offer(cluster, jobs[0].queue if jobs else "") if cluster is not None else None
             basis = "site price" if price is not None else basis
-        trow = session.get(WorkflowTemplate, inst.template_id)
-        template = load_template(trow.spec)
+        template = self.instance_template(session, inst)
         values = dict(inst.params or {})
         cents, currency = upper_bound_cost(template, values, price) if price is not None else (0, "EUR")
         app = self.enabled_application(session, inst)
@@ -322,7 +363,9 @@ class WorkflowEngine(LoggingConfigurable):
                 basis += f" + licence {app.application.name} v{licence_version.version}"
         if price is None and licence_version is None:
             return 0, "EUR", basis
-        return cents, currency, f"{basis}, requested walltime x resources"
+        sources = sorted({o.get("source", "") for o in (inst.resource_overrides or {}).values()} - {""})
+        what = f" ({'/'.join(sources)} walltime and memory)" if sources else ""
+        return cents, currency, f"{basis}, requested walltime x resources{what}"
 
     def enabled_application(self, session: Session, inst: WorkflowInstance) -> EnabledApplication | None:
         """The marketplace application the instance's template runs, if its organization enabled it:
@@ -683,7 +726,7 @@ class WorkflowEngine(LoggingConfigurable):
         if inst.project_id is not None:
             p = s.get(Project, inst.project_id)
             project = p.name if p else None
-        template = load_template(trow.spec)
+        template = effective_template(load_template(trow.spec), inst.resource_overrides)
         scratch = cluster.scratch_root or ""
         if not scratch:
             scratch = self.backends.scheduler(cluster).scratch_root
