@@ -29,13 +29,12 @@ from sqlalchemy.orm import Session
 from ..decision.cost import Offer
 from ..orm import Organization
 from ..orm_market import MarketApplication, MarketApplicationVersion, MarketEnablement
+from . import listing
 from .common import (
     add_version,
     check_name,
     check_text,
     get_org,
-    is_visible,
-    latest_version,
     naive_utc,
     next_created,
     parse_price,
@@ -135,15 +134,11 @@ class EnabledApplication:
         return self.version.version > self.accepted_version
 
 
-def _latest(session: Session, app_id: int) -> MarketApplicationVersion:
-    return latest_version(session, MarketApplicationVersion, "application_id", app_id)
+APPLICATION = listing.Kind("application", MarketApplication, MarketApplicationVersion, "application_id")
 
 
 def _owned(session: Session, app_id: int, provider_org_id: int) -> MarketApplication:
-    app = session.get(MarketApplication, app_id)
-    if app is None or app.provider_org_id != provider_org_id:
-        raise NotFound.of("application", app_id)
-    return app
+    return listing.owned(session, APPLICATION, app_id, provider_org_id)
 
 
 def publish_application(
@@ -251,20 +246,16 @@ def update_application(
 
 
 def withdraw_application(session: Session, application_id: int, provider_org_id: int) -> MarketApplication:
-    app = _owned(session, application_id, provider_org_id)
-    app.state = "withdrawn"
-    session.flush()
-    return app
+    return listing.withdraw(session, APPLICATION, application_id, provider_org_id)
 
 
 def _view(session: Session, app: MarketApplication, viewer: Organization) -> ApplicationView | None:
-    v = _latest(session, app.id)
-    owner = viewer.id == app.provider_org_id or viewer.kind == "platform"
-    if not owner and (app.state != "active" or not is_visible(v.visibility, app.provider_org_id, viewer)):
-        return None
-    provider = session.get(Organization, app.provider_org_id)
-    assert provider is not None
-    return ApplicationView(app, v, provider, owner)
+    seen = listing.seen_by(session, APPLICATION, app, viewer)
+    return None if seen is None else ApplicationView(app, seen.version, seen.provider, seen.owner_view)
+
+
+def _seen(view: ApplicationView) -> listing.Seen:
+    return listing.Seen(view.application, view.version, view.provider, view.owner_view)
 
 
 def get_application(session: Session, application_id: int, viewer_org_id: int) -> ApplicationView:
@@ -287,87 +278,36 @@ def list_applications(session: Session, viewer_org_id: int) -> list[ApplicationV
 def application_history(
     session: Session, application_id: int, viewer_org_id: int
 ) -> list[MarketApplicationVersion]:
+    """Every version of an application, oldest first: for its provider and the platform only."""
     view = get_application(session, application_id, viewer_org_id)
-    if not view.owner_view:
-        raise NotFound.of("application history of", application_id)
-    return list(
-        session.scalars(
-            select(MarketApplicationVersion)
-            .where(MarketApplicationVersion.application_id == application_id)
-            .order_by(MarketApplicationVersion.version)
-        ).all()
-    )
+    return listing.history(session, APPLICATION, application_id, _seen(view))
 
 
 def enable_application(
     session: Session, org_id: int, application_id: int, enabled_by: str = ""
 ) -> MarketEnablement:
+    """Enable an application for *org_id*, accepting its current licence (again: the newest version)."""
     view = get_application(session, application_id, org_id)
-    if view.application.state != "active":
-        raise Conflict(f"application {view.application.name} is withdrawn and cannot be enabled")
-    en = session.scalar(
-        select(MarketEnablement).where(
-            MarketEnablement.org_id == org_id, MarketEnablement.application_id == application_id
-        )
-    )
-    if en is None:
-        en = MarketEnablement(
-            org_id=org_id,
-            application_id=application_id,
-            accepted_version=view.version.version,
-            enabled_by=enabled_by,
-        )
-        session.add(en)
-    else:
-        en.accepted_version = view.version.version
-    session.flush()
-    return en
+    return listing.enable(session, APPLICATION, org_id, _seen(view), enabled_by)
 
 
 def disable_application(session: Session, org_id: int, application_id: int) -> None:
-    en = session.scalar(
-        select(MarketEnablement).where(
-            MarketEnablement.org_id == org_id, MarketEnablement.application_id == application_id
-        )
-    )
-    if en is None:
-        raise NotFound(f"application {application_id} is not enabled for your organization")
-    session.delete(en)
-    session.flush()
+    listing.disable(session, APPLICATION, org_id, application_id)
 
 
 def enabled_applications(session: Session, org_id: int) -> list[EnabledApplication]:
     """Applications *org_id* enabled that are still active and published to it."""
-    org = get_org(session, org_id)
-    rows = session.execute(
-        select(MarketEnablement, MarketApplication)
-        .join(MarketApplication, MarketApplication.id == MarketEnablement.application_id)
-        .where(MarketEnablement.org_id == org_id, MarketApplication.state == "active")
-        .order_by(MarketApplication.provider_org_id, MarketApplication.name)
-    ).all()
-    out = []
-    for en, app in rows:
-        v = _latest(session, app.id)
-        if not is_visible(v.visibility, app.provider_org_id, org):
-            continue
-        provider = session.get(Organization, app.provider_org_id)
-        assert provider is not None
-        out.append(EnabledApplication(app, v, provider, en.accepted_version))
-    return out
+    return [
+        EnabledApplication(app, v, provider, en.accepted_version)
+        for en, app, v, provider in listing.enabled_rows(session, APPLICATION, get_org(session, org_id))
+    ]
 
 
 def version_at(
     session: Session, application_id: int, when: datetime | None = None
 ) -> MarketApplicationVersion | None:
-    return session.scalar(
-        select(MarketApplicationVersion)
-        .where(
-            MarketApplicationVersion.application_id == application_id,
-            MarketApplicationVersion.created <= naive_utc(when),
-        )
-        .order_by(MarketApplicationVersion.version.desc())
-        .limit(1)
-    )
+    """The version in force at *when* (default now): the last one created at or before it."""
+    return listing.version_at(session, APPLICATION, application_id, when)
 
 
 def application_version_for(

@@ -35,6 +35,7 @@ from ..decision.candidates import CandidateError, CandidateQueue, Exclusion, mak
 from ..decision.cost import Offer, PriceCatalog
 from ..orm import Cluster, ClusterQueue, Job, Organization
 from ..orm_market import JobOfferPin, MarketEnablement, MarketOffer, MarketOfferVersion
+from . import listing
 from .common import (
     add_version,
     available_at,
@@ -43,8 +44,6 @@ from .common import (
     describe_availability,
     get_org,
     insert_if_absent,
-    is_visible,
-    latest_version,
     naive_utc,
     next_created,
     parse_availability,
@@ -164,15 +163,11 @@ def _limits(q: ClusterQueue | None) -> dict[str, Any] | None:
 queue_limits = _limits
 
 
-def _latest(session: Session, offer_id: int) -> MarketOfferVersion:
-    return latest_version(session, MarketOfferVersion, "offer_id", offer_id)
+OFFER = listing.Kind("offer", MarketOffer, MarketOfferVersion, "offer_id")
 
 
 def _owned(session: Session, offer_id: int, provider_org_id: int) -> MarketOffer:
-    offer = session.get(MarketOffer, offer_id)
-    if offer is None or offer.provider_org_id != provider_org_id:
-        raise NotFound.of("offer", offer_id)
-    return offer
+    return listing.owned(session, OFFER, offer_id, provider_org_id)
 
 
 def _publisher(session: Session, org_id: int) -> Organization:
@@ -299,23 +294,15 @@ def update_offer(
 
 def withdraw_offer(session: Session, offer_id: int, provider_org_id: int) -> MarketOffer:
     """Stop offering: no new runs are placed on it; jobs already pinned keep their price."""
-    offer = _owned(session, offer_id, provider_org_id)
-    offer.state = "withdrawn"
-    session.flush()
-    return offer
+    return listing.withdraw(session, OFFER, offer_id, provider_org_id)
 
 
 # --- reading ------------------------------------------------------------------------------------
 
 
 def _view(session: Session, offer: MarketOffer, viewer: Organization) -> OfferView | None:
-    v = _latest(session, offer.id)
-    owner = viewer.id == offer.provider_org_id or viewer.kind == "platform"
-    if not owner and (offer.state != "active" or not is_visible(v.visibility, offer.provider_org_id, viewer)):
-        return None
-    provider = session.get(Organization, offer.provider_org_id)
-    assert provider is not None
-    return OfferView(offer, v, provider, owner)
+    seen = listing.seen_by(session, OFFER, offer, viewer)
+    return None if seen is None else OfferView(offer, seen.version, seen.provider, seen.owner_view)
 
 
 def get_offer(session: Session, offer_id: int, viewer_org_id: int) -> OfferView:
@@ -343,25 +330,14 @@ def list_offers(
 def offer_history(session: Session, offer_id: int, viewer_org_id: int) -> list[MarketOfferVersion]:
     """Every version of an offer, oldest first: for its provider and the platform only."""
     view = get_offer(session, offer_id, viewer_org_id)
-    if not view.owner_view:
-        raise NotFound.of("offer history of", offer_id)
-    return list(
-        session.scalars(
-            select(MarketOfferVersion)
-            .where(MarketOfferVersion.offer_id == offer_id)
-            .order_by(MarketOfferVersion.version)
-        ).all()
+    return listing.history(
+        session, OFFER, offer_id, listing.Seen(view.offer, view.version, view.provider, view.owner_view)
     )
 
 
 def version_at(session: Session, offer_id: int, when: datetime | None = None) -> MarketOfferVersion | None:
     """The version in force at *when* (default now): the last one created at or before it."""
-    return session.scalar(
-        select(MarketOfferVersion)
-        .where(MarketOfferVersion.offer_id == offer_id, MarketOfferVersion.created <= naive_utc(when))
-        .order_by(MarketOfferVersion.version.desc())
-        .limit(1)
-    )
+    return listing.version_at(session, OFFER, offer_id, when)
 
 
 def version_dict(session: Session, v: MarketOfferVersion) -> dict[str, Any]:
@@ -386,35 +362,12 @@ def enable_offer(session: Session, org_id: int, offer_id: int, enabled_by: str =
     """Enable an offer for *org_id*, accepting its current terms (enabling again accepts the newest
     version). Raises :class:`~.errors.NotFound` if the offer is not published to the organization."""
     view = get_offer(session, offer_id, org_id)
-    if view.offer.state != "active":
-        raise Conflict(f"offer {view.offer.name} is withdrawn and cannot be enabled")
-    en = session.scalar(
-        select(MarketEnablement).where(
-            MarketEnablement.org_id == org_id, MarketEnablement.offer_id == offer_id
-        )
-    )
-    if en is None:
-        en = MarketEnablement(
-            org_id=org_id, offer_id=offer_id, accepted_version=view.version.version, enabled_by=enabled_by
-        )
-        session.add(en)
-    else:
-        en.accepted_version = view.version.version
-        en.enabled_by = enabled_by or en.enabled_by
-    session.flush()
-    return en
+    seen = listing.Seen(view.offer, view.version, view.provider, view.owner_view)
+    return listing.enable(session, OFFER, org_id, seen, enabled_by)
 
 
 def disable_offer(session: Session, org_id: int, offer_id: int) -> None:
-    en = session.scalar(
-        select(MarketEnablement).where(
-            MarketEnablement.org_id == org_id, MarketEnablement.offer_id == offer_id
-        )
-    )
-    if en is None:
-        raise NotFound(f"offer {offer_id} is not enabled for your organization")
-    session.delete(en)
-    session.flush()
+    listing.disable(session, OFFER, org_id, offer_id)
 
 
 def enabled_offers(
@@ -423,20 +376,8 @@ def enabled_offers(
     """The offers *org_id* enabled that it can use at *at* (default now): active, still published to
     it, on an enabled cluster with the queue, inside an availability window. With
     *include_unusable*, the others too, each with its ``problem``."""
-    org = get_org(session, org_id)
-    rows = session.execute(
-        select(MarketEnablement, MarketOffer)
-        .join(MarketOffer, MarketOffer.id == MarketEnablement.offer_id)
-        .where(MarketEnablement.org_id == org_id, MarketOffer.state == "active")
-        .order_by(MarketOffer.provider_org_id, MarketOffer.name)
-    ).all()
     out: list[EnabledOffer] = []
-    for en, offer in rows:
-        v = _latest(session, offer.id)
-        if not is_visible(v.visibility, offer.provider_org_id, org):
-            continue  # unpublished from this organization: as if it did not exist
-        provider = session.get(Organization, offer.provider_org_id)
-        assert provider is not None
+    for en, offer, v, provider in listing.enabled_rows(session, OFFER, get_org(session, org_id)):
         cluster = session.get(Cluster, offer.cluster_id) if offer.cluster_id else None
         qrow = _queue_row(session, offer.cluster_id, offer.queue)
         problem = ""
