@@ -381,9 +381,12 @@ class TemplatesSection(Section):
             self.document.value = ""
 
     def retire(self) -> None:
-        tid = self.retire_picker.value
-        if tid is not None:
-            self.action(lambda: self.api.retire_template(tid) and "template retired")
+        self.on_picked(
+            self.retire_picker,
+            self.api.retire_template,
+            "template {} retired",
+            "pick a template to retire first",
+        )
 
 
 def parse_document(textvalue: str) -> dict[str, Any]:
@@ -483,26 +486,31 @@ class MarketSection(Section):
         return None
 
     def enable(self) -> None:
-        oid = self.offer_picker.value
-        if oid is None:
-            self.notice.error("no offer is published to this organization yet")
-            return
-        self.action(lambda: self.api.enable_offer(oid, self._version(oid)) and f"offer {oid} enabled")
+        self.on_picked(
+            self.offer_picker,
+            lambda oid: self.api.enable_offer(oid, self._version(oid)),
+            "offer {} enabled",
+            "no offer is published to this organization yet",
+        )
 
     def disable(self) -> None:
-        oid = self.offer_picker.value
-        if oid is not None:
-            self.action(lambda: self.api.disable_offer(oid) or f"offer {oid} disabled")
+        self.on_picked(self.offer_picker, self.api.disable_offer, "offer {} disabled", "pick an offer first")
 
     def enable_app(self) -> None:
-        aid = self.app_picker.value
-        if aid is not None:
-            self.action(lambda: self.api.enable_application(aid) and f"application {aid} enabled")
+        self.on_picked(
+            self.app_picker,
+            self.api.enable_application,
+            "application {} enabled",
+            "no application is published to this organization yet",
+        )
 
     def disable_app(self) -> None:
-        aid = self.app_picker.value
-        if aid is not None:
-            self.action(lambda: self.api.disable_application(aid) or f"application {aid} disabled")
+        self.on_picked(
+            self.app_picker,
+            self.api.disable_application,
+            "application {} disabled",
+            "pick an application first",
+        )
 
 
 class BudgetsSection(Section):

@@ -185,6 +185,20 @@ class Section(w.VBox):
         self.load_quietly()
         return True
 
+    def on_picked(self, picker: w.Dropdown, call: Callable[[Any], object], done: str, nothing: str) -> bool:
+        """Run *call* on what *picker* holds and say *done* (``{}`` stands for it), through
+        :meth:`action`; with nothing picked, say *nothing* (what to do first) instead."""
+        picked = picker.value
+        if picked is None:
+            self.notice.error(nothing)
+            return False
+
+        def go() -> str:
+            call(picked)
+            return done.format(picked)
+
+        return self.action(go)
+
     def load_quietly(self) -> None:
         try:
             self.refresh()

@@ -176,9 +176,9 @@ class OffersSection(Section):
             self.name.value = ""
 
     def withdraw(self) -> None:
-        oid = self.picker.value
-        if oid is not None:
-            self.action(lambda: self.api.withdraw_offer(oid) and f"offer {oid} withdrawn")
+        self.on_picked(
+            self.picker, self.api.withdraw_offer, "offer {} withdrawn", "pick one of your offers first"
+        )
 
 
 class ApplicationsSection(Section):
@@ -267,9 +267,12 @@ class ApplicationsSection(Section):
             self.name.value = ""
 
     def withdraw(self) -> None:
-        aid = self.picker.value
-        if aid is not None:
-            self.action(lambda: self.api.withdraw_application(aid) and f"application {aid} withdrawn")
+        self.on_picked(
+            self.picker,
+            self.api.withdraw_application,
+            "application {} withdrawn",
+            "pick one of your applications first",
+        )
 
 
 class RevenueSection(Section):

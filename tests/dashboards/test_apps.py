@@ -133,6 +133,9 @@ def test_a_vendor_publishes_an_offer_and_an_admin_enables_it(dash_world):
 
     admin = AdminApp(dash_world.client("admin"))
     market = admin.section("Offers")
+    market.offer_picker.value = None  # nothing picked: said, nothing sent
+    market.disable()
+    assert "pick an offer first" in market.notice.value
     (oid,) = [v for label, v in market.offer_picker.options if label.startswith("dashu-debug")]
     market.offer_picker.value = oid
     market.enable()
@@ -141,6 +144,13 @@ def test_a_vendor_publishes_an_offer_and_an_admin_enables_it(dash_world):
     market.disable()
     assert f"offer {oid} disabled" in market.notice.value
     assert [e["name"] for e in dash_world.api("admin").enabled_offers()] == []
+    offers.picker.value = oid  # the vendor withdraws it: the admin can no longer enable it
+    offers.withdraw()
+    assert f"offer {oid} withdrawn" in offers.notice.value
+    market.refresh()
+    market.offer_picker.value = None
+    market.enable()
+    assert "no offer is published to this organization yet" in market.notice.value
 
 
 def test_budgets_reports_and_decision_performance(dash_world):
