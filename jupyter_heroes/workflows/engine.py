@@ -391,8 +391,8 @@ class WorkflowEngine(LoggingConfigurable):
     ) -> BudgetReservation:
         """Pin the new instance's jobs to the offer version (and the enabled application's licence
         version, see :meth:`enabled_application`) in force and reserve its predicted cost
-        (*predicted* ``(cents, currency)`` from the decision, else :meth:`price_instance`) x each
-        budget's margin on the organization's and project's active budgets. Runs in the caller's
+        (*predicted* ``(cents, currency)`` from the decision, capped by :meth:`price_instance` when
+        the submission set its own walltime; else :meth:`price_instance`) x each budget's margin on the organization's and project's active budgets. Runs in the caller's
         transaction (the one that created the instance); raises
         :class:`~jupyter_heroes.accounting.budgets.BudgetExceeded` with the numbers, after which the
         caller rolls back and nothing is left."""
@@ -410,6 +410,11 @@ class WorkflowEngine(LoggingConfigurable):
         if predicted is not None:
             cents, currency = predicted
             basis = "decision prediction"
+            if inst.resource_overrides:
+                # a walltime set at submission bounds what the run can cost: never reserve more
+                bound, bound_currency, bound_basis = self.price_instance(session, inst, offer, when)
+                if bound_currency == currency and 0 < bound < cents:
+                    cents, basis = bound, f"{bound_basis} (below the decision's prediction)"
         else:
             cents, currency, basis = self.price_instance(session, inst, offer, when)
         return budget_ops.reserve(

@@ -165,7 +165,7 @@ def _rows(s):
     return org, user, cluster, trow
 
 
-def create(world, *, queue: str = "debug", **kw):
+def create(world, *, queue: str = "debug", predicted=None, **kw):
     with dbutil.session_scope(world.factory) as s:
         org, user, cluster, trow = _rows(s)
         inst = world.engine.create_instance(
@@ -178,7 +178,7 @@ def create(world, *, queue: str = "debug", **kw):
             queue=queue,
             **kw,
         )
-        r = world.engine.admit(s, inst)
+        r = world.engine.admit(s, inst, predicted=predicted)
         return inst.id, r.predicted_cents, r.note
 
 
@@ -221,6 +221,19 @@ def test_accepting_advice_reserves_less_and_user_values_win(priced):
     assert stored[advised]["run"]["walltime_s"] == 240 and stored[advised]["run"]["source"] == "advice"
     assert stored[mine]["run"]["sources"] == {"walltime_s": "user", "memory_mb": "advice"}
     assert (stored[mine]["run"]["walltime_s"], stored[mine]["run"]["memory_mb"]) == (1200, 192)
+
+
+def test_a_decisions_prediction_is_reserved_unless_the_submitted_walltime_bounds_it_lower(priced):
+    world = priced
+    _, cents, note = create(world, predicted=(110, "EUR"), advice=ADVICE)
+    assert (cents, note.split(": ", 1)[1]) == (110, "decision prediction")  # below the bound 1.24
+    _, cents, note = create(world, predicted=(140, "EUR"), advice=ADVICE)
+    assert cents == 124 and note.endswith("(advice walltime and memory) (below the decision's prediction)")
+    _, cents, note = create(world, predicted=(500, "EUR"), resources={"run": {"walltime": 60}})
+    assert cents == 106  # 1.00 + 1 minute x 3.60/h: the run cannot cost more
+    assert note.endswith("(user walltime and memory) (below the decision's prediction)"), note
+    _, cents, note = create(world, predicted=(500, "EUR"))
+    assert (cents, note.split(": ", 1)[1]) == (500, "decision prediction")  # no overrides: as before
 
 
 def test_the_job_spec_both_schedulers_render_carries_the_overrides(priced):

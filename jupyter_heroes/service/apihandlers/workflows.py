@@ -33,7 +33,8 @@ from ...marketplace.common import describe_availability
 from ...marketplace.offers import EnabledOffer, enabled_offer_for, enabled_offers, queue_limits
 from ...orm_market import BudgetReservation, JobOfferPin, MarketOfferVersion
 from ...workflows.engine import WorkflowError
-from ...workflows.templates import ParameterError, TemplateError
+from ...workflows.overrides import MAX_MEMORY_MB, ResourceError, resources_view
+from ...workflows.templates import ParameterError, TemplateError, load_template
 from .. import schemas
 from ..auth import ApiError, not_found
 from ..handlers import APIHandler, endpoint, routes
@@ -81,6 +82,12 @@ INSTANCE = schemas.obj(
             "description": "the budget reservation: predicted (and its basis), reserved per budget, actual "
             "(decimal strings)",
         },
+        "resources": {
+            "type": "object",
+            "description": "per step, what its jobs ask the scheduler for: walltime_s, walltime, memory_mb, "
+            "source (template, user, advice or user+advice), walltime_source, memory_source, "
+            "template_walltime_s, template_memory_mb, and the advice's basis when it applies",
+        },
     },
     closed=False,
 )
@@ -122,6 +129,34 @@ AVAILABLE_TEMPLATE = schemas.obj(
     closed=False,
 )
 PARAM_VALUE = {"description": "a string, number or boolean"}
+STEP_RESOURCES = schemas.obj(
+    {
+        "walltime": {
+            "oneOf": [
+                {
+                    "title": "a positive number of seconds",
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 2**31 - 1,
+                },
+                schemas._str(
+                    r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$",
+                    "[D-]HH:MM:SS, e.g. 01:30:00",
+                    20,
+                    title="a string [D-]HH:MM:SS such as 01:30:00",
+                ),
+            ],
+            "description": "seconds, or [D-]HH:MM:SS",
+        },
+        "memory_mb": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_MEMORY_MB,
+            "description": "MB per node",
+        },
+    },
+    minProperties=1,
+)
 SUBMIT_BODY = schemas.obj(
     {
         "template": schemas._str(schemas.NAME_PATTERN, "the template's name", 63),
@@ -140,6 +175,18 @@ SUBMIT_BODY = schemas.obj(
             "the id of the decision this submission follows (its predicted cost is reserved)",
             64,
         ),
+        "resources": {
+            "type": "object",
+            "additionalProperties": STEP_RESOURCES,
+            "maxProperties": 100,
+            "description": "per step of the template, the walltime and/or memory to ask for instead of "
+            "the template's (within the queue's limits)",
+        },
+        "accept_advice": {
+            "type": "boolean",
+            "description": "with 'decision': ask for the walltime and memory the decision advised for "
+            "this cluster and queue ('resources' still wins)",
+        },
     },
     ("template", "cluster"),
 )
@@ -202,6 +249,16 @@ def reservation_view(s: Any, inst: orm.WorkflowInstance) -> tuple[int | None, di
     }
 
 
+def effective_resources(t: orm.WorkflowTemplate | None, inst: orm.WorkflowInstance) -> dict[str, Any]:
+    """Per step, the walltime and memory the instance's jobs ask for, and where each comes from."""
+    if t is None:
+        return {}
+    try:
+        return resources_view(load_template(t.spec), inst.resource_overrides)
+    except TemplateError:
+        return {}
+
+
 def instance_view(s: Any, inst: orm.WorkflowInstance, org: orm.Organization) -> dict[str, Any]:
     t = s.get(orm.WorkflowTemplate, inst.template_id)
     c = s.get(orm.Cluster, inst.cluster_id) if inst.cluster_id else None
@@ -223,6 +280,7 @@ def instance_view(s: Any, inst: orm.WorkflowInstance, org: orm.Organization) -> 
         "jobs": [job_view(j) for j in sorted(inst.jobs, key=lambda j: j.id)],
         "offer": offer_id,
         "reservation": reservation,
+        "resources": effective_resources(t, inst),
     }
 
 
@@ -385,6 +443,9 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
             project_id = mine[0].id if len(mine) == 1 else None
         if self.context.user is None:
             raise ApiError(403, "only users (not services) submit workflows", "not_a_user")
+        label = cluster_label(s, cluster, org.id)
+        decision = body.get("decision")
+        advice = _decision_advice(s, org.id, decision, label, queue) if body.get("accept_advice") else None
         try:
             inst = engine.create_instance(
                 s,
@@ -397,7 +458,11 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
                 project_id=project_id,
                 admin=self.context.has(MANAGE),
                 offer=offer,
+                resources=body.get("resources"),
+                advice=advice,
             )
+        except ResourceError as e:
+            raise ApiError(e.status, e.message, e.reason) from None
         except ParameterError as e:
             raise ApiError(400, str(e), "invalid_parameter") from None
         except TemplateError as e:
@@ -406,8 +471,6 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
             ) from None
         except WorkflowError as e:
             raise ApiError(e.status, e.message, e.reason) from None
-        label = cluster_label(s, cluster, org.id)
-        decision = body.get("decision")
         predicted = _decision_cost(s, org.id, decision, label, queue) if decision else None
         with domain_errors():  # BudgetExceeded: 409 budget_exceeded, with the numbers
             reservation = engine.admit(s, inst, offer=offer, predicted=predicted)
@@ -437,6 +500,49 @@ def _decision_cost(s: Any, org_id: int, decision_id: str, cluster: str, queue: s
     except ImportError:
         return None
     return predicted_cost(s, decision_id, cluster, queue, org_id=org_id)
+
+
+def _decision_advice(
+    s: Any, org_id: int, decision_id: str | None, cluster: str, queue: str
+) -> dict[str, Any]:
+    """The walltime and memory advice decision *decision_id* gave for *cluster*/*queue* (for a
+    submission with ``accept_advice``): 404 for an unknown decision, 400 without a decision or
+    when it gave no advice for this placement."""
+    if not decision_id:
+        raise _api_error(
+            ResourceError(
+                "accept_advice applies the advice of a decision: give its id as 'decision' (the answer "
+                "of POST /organization/decision/decide), or leave accept_advice out",
+                "advice_without_decision",
+            )
+        )
+    from ...decision.store import advice_for, get_decision
+
+    try:
+        get_decision(s, org_id, decision_id)
+    except Exception as e:
+        raise _api_error(e) from None
+    advice = advice_for(s, decision_id, cluster, queue, org_id=org_id)
+    if not advice:
+        raise _api_error(
+            ResourceError(
+                f"decision {decision_id} has no walltime and memory advice for {cluster}/"
+                f"{queue or '(default queue)'}: it did not rank that placement, or was made without "
+                "advice. Submit to one of its ranked candidates, ask for a new decision, or leave "
+                "accept_advice out",
+                "no_advice",
+            )
+        )
+    return advice
+
+
+def _api_error(e: Exception) -> Exception:
+    """A domain error (with ``status``, ``reason`` and ``message``) as the API's error; anything
+    else as it is."""
+    status, reason = getattr(e, "status", None), getattr(e, "reason", None)
+    if not isinstance(status, int) or not isinstance(reason, str):
+        return e
+    return ApiError(status, getattr(e, "message", str(e)), reason.replace("-", "_"))
 
 
 def _link_decision(s: Any, org_id: int, decision_id: str, instance_id: str, cluster: str, queue: str) -> None:
