@@ -608,15 +608,34 @@ class HeroesClient:
         project: str | None = None,
         version: int | None = None,
         decision: str | None = None,
+        resources: Mapping[str, Mapping[str, Any]] | None = None,
+        accept_advice: bool = False,
     ) -> dict[str, Any]:
         """Submit *template* with *params* (validated by the service against the template) to
         *cluster* (``provider/cluster`` for a vendor's offer); the new instance (state
         ``submitting``). *decision*: the id of the :meth:`decide` answer this follows
         (``df.attrs["decision"]``): the service records whether you took its recommendation and
-        reserves budget for its predicted cost instead of the walltime's upper bound."""
+        reserves budget for its predicted cost instead of the walltime's upper bound.
+
+        *resources*: per step, the walltime (seconds or ``"HH:MM:SS"``) and/or memory (``memory_mb``,
+        MB per node) to ask for instead of the template's, e.g. ``{"solve": {"walltime": "00:20:00"}}``.
+        *accept_advice*: ask for the walltime and memory *decision* advised for this cluster and
+        queue (*resources* still wins). The instance's ``resources`` shows what each step asks for
+        and where it comes from."""
         body: dict[str, Any] = {"template": template, "cluster": cluster, "params": dict(params or {})}
+        if accept_advice and not decision:
+            raise HeroesError(
+                "accept_advice=True applies the advice of a decision: pass decision=df.attrs['decision'] "
+                "from client.decide(...), or leave accept_advice out",
+                "advice_without_decision",
+                400,
+            )
         if decision:
             body["decision"] = decision
+        if accept_advice:
+            body["accept_advice"] = True
+        if resources:
+            body["resources"] = {str(k): dict(v) for k, v in resources.items()}
         if queue:
             body["queue"] = queue
         if project:

@@ -5,6 +5,8 @@ Load with ``%load_ext jupyter_heroes``, then::
     %heroes templates                                   # DataFrame of the templates you may run
     %heroes decide monte-carlo-pi samples=100000 --strategy cheapest   # where it can run (DataFrame)
     run = %heroes submit monte-carlo-pi samples=100000 --cluster local  # a live InstanceHandle
+    %heroes submit heat-pipeline --cluster hpc --decision ID --accept-advice   # the advised walltime/memory
+    %heroes submit heat-pipeline --cluster hpc --walltime simulate=00:20:00 --memory simulate=512
     %heroes status                                      # DataFrame of your workflows
     %heroes status ID                                   # one workflow, live
     %heroes wait ID                                     # block until it is done
@@ -64,6 +66,31 @@ def parse_key_values(words: list[str], example: str = SUBMIT_EXAMPLE) -> dict[st
         if key in out:
             raise UsageError(f"parameter {key!r} is given twice; give each parameter once")
         out[key] = value
+    return out
+
+
+def step_resources(walltimes: list[str], memories: list[str]) -> dict[str, dict[str, Any]]:
+    """``--walltime STEP=HH:MM:SS`` and ``--memory STEP=MB`` as the submission's ``resources``
+    (``{step: {"walltime": ..., "memory_mb": ...}}``); a UsageError for anything else. The service
+    checks the steps and the queue's limits."""
+    out: dict[str, dict[str, Any]] = {}
+    for flag, key, items in (("--walltime", "walltime", walltimes), ("--memory", "memory_mb", memories)):
+        example = "--walltime solve=01:30:00" if key == "walltime" else "--memory solve=2048"
+        for item in items:
+            step, sep, value = item.partition("=")
+            step, value = step.strip(), value.strip()
+            if not sep or not step or not value:
+                raise UsageError(f"{flag} takes STEP=VALUE, got {item!r}; for example {example}")
+            if key in out.get(step, {}):
+                raise UsageError(f"{flag} is given twice for step {step!r}; give it once per step")
+            what = (
+                "memory is a positive whole number of MB per node"
+                if key == "memory_mb"
+                else ("walltime is a positive number of seconds or [D-]HH:MM:SS")
+            )
+            if (key == "memory_mb" or value.isdigit()) and not (value.isdigit() and int(value) >= 1):
+                raise UsageError(f"{flag} {step}={value}: {what}; for example {example}")
+            out.setdefault(step, {})[key] = int(value) if value.isdigit() else value
     return out
 
 
@@ -227,6 +254,25 @@ class HeroesMagics(Magics):
         default=None,
         help="the id of the %%%%heroes decide answer this follows (df.attrs['decision']): recorded with it",
     )
+    @argument(
+        "--accept-advice",
+        action="store_true",
+        help="ask for the walltime and memory the decision (--decision) advised for this cluster and queue",
+    )
+    @argument(
+        "--walltime",
+        action="append",
+        default=[],
+        metavar="STEP=HH:MM:SS",
+        help="a step's walltime instead of the template's (seconds or [D-]HH:MM:SS); repeat per step",
+    )
+    @argument(
+        "--memory",
+        action="append",
+        default=[],
+        metavar="STEP=MB",
+        help="a step's memory in MB per node instead of the template's; repeat per step",
+    )
     @_common
     def _submit(self, args: argparse.Namespace, cell: str | None = None) -> InstanceHandle:
         """Submit a workflow; returns a live handle (.state, .wait(), .logs(), .cancel(), .outputs)."""
@@ -257,6 +303,11 @@ class HeroesMagics(Magics):
                     f"the cell body is the '{SCRIPT_PARAM}' parameter; do not also give {SCRIPT_PARAM}=..."
                 )
             params[SCRIPT_PARAM] = cell
+        if args.accept_advice and not args.decision:
+            raise UsageError(
+                "--accept-advice applies the advice of a decision: add --decision ID (the id in "
+                "df.attrs['decision'] of %heroes decide's answer), or leave --accept-advice out"
+            )
         inst = client.submit(
             template,
             params,
@@ -265,6 +316,8 @@ class HeroesMagics(Magics):
             project=args.project,
             version=args.version,
             decision=args.decision,
+            resources=step_resources(args.walltime, args.memory) or None,
+            accept_advice=bool(args.accept_advice),
         )
         return InstanceHandle(client, inst)
 

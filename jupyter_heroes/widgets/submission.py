@@ -11,7 +11,9 @@ template's declarations and checked as you type (:mod:`.form`); the service chec
 refusal is shown next to the field it names. After a submission a :class:`~.monitor.JobMonitor`
 follows the new workflow live. When the service has budgets, a line shows what is left (or, for
 members who cannot see budgets, what their own work cost this month); when it has the decision
-endpoint, *Compare* shows where the workflow can run and clicking a row's cluster fills it in.
+endpoint, *Compare* shows where the workflow can run and clicking a row's cluster fills it in; the
+checkbox *Use the recommended walltime and memory* then submits with the comparison's advice for
+the chosen cluster and queue (``accept_advice``), shown next to it step by step.
 """
 
 from __future__ import annotations
@@ -109,6 +111,15 @@ class SubmissionWidget(w.VBox):
         self.decision_chart: Any = None
         self.decision_chart_box = w.VBox()
         self.decision_chart_box.add_class("heroes-decision-chart")
+        # after a comparison: submit with its walltime and memory advice for the chosen placement
+        self.advice_box = w.Checkbox(
+            value=False, description="Use the recommended walltime and memory", indent=False
+        )
+        self.advice_box.add_class("heroes-accept-advice")
+        self.advice_info = w.HTML()
+        self.advice_info.add_class("heroes-advice")
+        self.advice_row = w.HBox([self.advice_box, self.advice_info])
+        self.advice_row.layout.display = HIDDEN
         self.monitor_box = w.VBox()
         super().__init__(
             [
@@ -121,6 +132,7 @@ class SubmissionWidget(w.VBox):
                 self.queue_box,
                 self.project_picker,
                 self.budget,
+                self.advice_row,
                 w.HBox([self.submit_button, self.compare_button]),
                 self.status,
                 self.decision_sort,
@@ -132,6 +144,7 @@ class SubmissionWidget(w.VBox):
         )
         self.add_class("heroes-submission")
         self.cluster_box.observe(self._cluster_changed, names="value")
+        self.queue_box.observe(lambda _c: self._render_advice(), names="value")
 
         try:
             if self.client is None:
@@ -300,6 +313,7 @@ class SubmissionWidget(w.VBox):
 
     def _cluster_changed(self, _change: Any = None) -> None:
         self.queue_box.options = list(self.cluster_queues.get(self.cluster_box.value, []))
+        self._render_advice()
         self._update_validity()
 
     def _show_form(self, name: str | None) -> None:
@@ -359,6 +373,16 @@ class SubmissionWidget(w.VBox):
         cluster, queue = self.cluster_box.value.strip(), self.queue_box.value.strip()
         values = self.form.values()
         decision = self._decision_followed(values, cluster, queue)
+        accept = bool(self.advice_box.value) and self.advice_row.layout.display != HIDDEN
+        if accept and not decision:
+            self._busy = False
+            self._update_validity()
+            self._error(
+                "the recommended walltime and memory come from the comparison of exactly these values on "
+                "one of its ranked clusters: press Compare again (or choose one of its rows), or untick "
+                "'Use the recommended walltime and memory'"
+            )
+            return None
         try:
             inst = self.client.submit(
                 self.template_picker.value,
@@ -367,6 +391,7 @@ class SubmissionWidget(w.VBox):
                 queue=queue or None,
                 project=self.project_picker.value or None,
                 decision=decision,
+                accept_advice=accept,
             )
         except HeroesError as e:
             self._refused(e)
@@ -377,6 +402,7 @@ class SubmissionWidget(w.VBox):
         self.instance = inst
         if decision:
             self._compared = None  # a decision is followed once; Compare again for the next run
+            self.advice_row.layout.display = HIDDEN
         self.status.value = (
             f"<span class='heroes-submitted' style='color:#2e7d32'>submitted workflow <code>{_esc(inst['id'])}</code>"
             "</span>"
@@ -437,9 +463,46 @@ class SubmissionWidget(w.VBox):
         if self.decision is None:
             self.decision_view.value = ""
             self.decision_sort.layout.display = HIDDEN
+            self._render_advice()
             return
         self.decision_view.value = decision_table_html(self.decision, sort_by=self.decision_sort.value)
         self.decision_sort.layout.display = None
+        self._render_advice()
+
+    def advice(self) -> dict[str, Any] | None:
+        """The last comparison's walltime and memory advice for the chosen cluster and queue
+        (step -> ``{walltime_s, walltime, memory_mb, ...}``), or None."""
+        df = self.decision
+        if df is None or self._compared is None or "advice" not in getattr(df, "columns", ()):
+            return None
+        cluster, queue = self.cluster_box.value.strip(), self.queue_box.value.strip()
+        for rec in df.to_dict(orient="records"):
+            if str(rec.get("cluster")) == cluster and (not queue or str(rec.get("queue")) == queue):
+                a = rec.get("advice")
+                return dict(a) if isinstance(a, Mapping) and a else None
+        return None
+
+    def _render_advice(self) -> None:
+        """Show the checkbox (and the advice, step by step) when the comparison advised the chosen
+        cluster and queue; hide it otherwise."""
+        advice = self.advice()
+        if not advice:
+            self.advice_row.layout.display = HIDDEN
+            self.advice_info.value = ""
+            return
+        parts = []
+        for step, a in advice.items():
+            if not isinstance(a, Mapping):
+                continue
+            wall = a.get("walltime") or f"{a.get('walltime_s')} s"
+            parts.append(
+                f"<span title='{_attr(a.get('basis', ''))}'>{_esc(step)}: {_esc(wall)}, "
+                f"{_esc(a.get('memory_mb'))} MB</span>"
+            )
+        self.advice_info.value = (
+            f"<span style='color:#555;font-size:90%'>({'; '.join(parts)})</span>" if parts else ""
+        )
+        self.advice_row.layout.display = None
 
     def _render_chart(self) -> None:
         """Replace the chart with one of the current decision (none without a decision)."""
