@@ -20,7 +20,10 @@ Rules it keeps:
 6. **Money follows the jobs.** :meth:`WorkflowEngine.admit` prices a new instance (an upper bound:
    requested walltime x resources under the offer version in force, or the decision's prediction),
    reserves it on the organization's and project's budgets and pins every job to that offer version,
-   in the transaction that creates the instance. Each finished job gets one ledger row
+   in the transaction that creates the instance. A submission's own walltime and memory (or the
+   decision's advice, :mod:`.overrides`) replace the template's in one place,
+   :meth:`WorkflowEngine.instance_template`, which both the jobs and the price are built from.
+   Each finished job gets one ledger row
    (:func:`~jupyter_heroes.accounting.ledger.record_job`, idempotent) once the scheduler's accounting
    has its elapsed time; a terminal instance's reservation is settled from the ledger
    (:func:`~jupyter_heroes.accounting.ledger.settle_from_ledger`). Both are re-tried by the
@@ -66,7 +69,14 @@ from ..orm import Cluster, Job, Organization, Project, User, WorkflowInstance, W
 from ..orm_market import BudgetReservation, UsageRecord
 from .events import EventBus
 from .heroesfs import InstanceDirs
-from .overrides import advice_resources, check_limits, effective_template, merge, parse_resources
+from .overrides import (
+    ResourceError,
+    advice_resources,
+    check_limits,
+    effective_template,
+    merge,
+    parse_resources,
+)
 from .staging import StageContext, Stager, StagingError
 from .templates import Template, load_template
 
@@ -271,9 +281,15 @@ class WorkflowEngine(LoggingConfigurable):
             template.render_list(step.inputs, values)
             template.render_list(step.outputs, values)
             template.array_size(step, values)
-        overrides = merge(
-            template, parse_resources(template, resources), advice_resources(template, advice or {})
-        )
+        advised = advice_resources(template, advice or {})
+        if advice and not advised:
+            raise ResourceError(
+                f"the decision's advice covers none of the steps of {template.name} "
+                f"({', '.join(s.name for s in template.steps)}): was it made for another template? Ask "
+                "for a decision on this one, or leave accept_advice out",
+                "no_advice",
+            )
+        overrides = merge(template, parse_resources(template, resources), advised)
         limits = self._queue_row(cluster, queue, offer)
         if limits is not None:
             check_limits(

@@ -6,6 +6,7 @@ tick that no longer matches the comparison is refused with what to do, and nothi
 from __future__ import annotations
 
 import pytest
+from client.world import World, build_world
 
 from jupyter_heroes.widgets import SubmissionWidget
 from jupyter_heroes.widgets.submission import HIDDEN
@@ -18,8 +19,13 @@ pytestmark = [
 ]
 
 
-def test_ticking_the_checkbox_submits_with_the_advice(faces_widgets_world):
-    world = faces_widgets_world
+@pytest.fixture(scope="module")
+def world(hub, s3_server, tmp_path_factory) -> World:
+    """A world of its own (the submissions here must not show up in other widget tests' lists)."""
+    return build_world(hub, "fwa", tmp_path_factory.mktemp("fwa-scratch"), s3_server)
+
+
+def test_ticking_the_checkbox_submits_with_the_advice(world):
     client = world.client(organization=world.org)
     sw = SubmissionWidget(client)
     submitted = []

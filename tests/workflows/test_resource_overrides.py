@@ -273,6 +273,11 @@ def test_the_job_spec_both_schedulers_render_carries_the_overrides(priced):
             r"asks for 02:00:00 of walltime; local/debug allows 00:30:00",
         ),
         ({"resources": {"other": {"walltime": 60}}}, "invalid_resources", r"has no step 'other'"),
+        (
+            {"advice": {"solve": {"walltime_s": 60, "memory_mb": 64}}},
+            "no_advice",
+            r"the decision's advice covers none of the steps of run-python \(run\): was it made for another",
+        ),
     ],
 )
 def test_refused_overrides_leave_nothing(priced, kw, reason, message):

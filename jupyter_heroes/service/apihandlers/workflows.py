@@ -15,6 +15,11 @@ lists both; anything else is 404). In the transaction that creates the instance 
 in force) x each budget's margin is reserved on the organization's and project's budgets: a budget
 that cannot cover it answers 409 ``budget_exceeded`` (the status of the budget API) with the
 numbers, and nothing is left behind. See ``docs/admin/billing.md``.
+
+A submission may set a step's walltime and memory (``resources``) or take the decision's advice for
+its cluster and queue (``accept_advice``); the user's values win, then the advice, then the template
+(:mod:`jupyter_heroes.workflows.overrides`). They are checked against the queue's limits, stored on
+the instance, shown in its ``resources``, and the jobs and the reservation's upper bound follow them.
 """
 
 from __future__ import annotations
