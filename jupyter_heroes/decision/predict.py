@@ -347,6 +347,12 @@ class PredictorOptions(LoggingConfigurable):
         help="Weight (in runs) of the uniform prior over [0, request] in the raw kill risk of a walltime "
         "option; larger is more cautious with short histories.",
     ).tag(config=True)
+    advice_grid = Int(
+        12,
+        help="Walltime options at fixed fractions of the request, request * 2**(-k/2) for k = 1 .. "
+        "advice_grid (12: down to 1/64), beside the sample's upper quantiles; the risk model scores "
+        "them all. 0: sample-based options only.",
+    ).tag(config=True)
     skill_rate = Float(
         0.3, help="Weight of the newest job in the per-user moving accuracy of each candidate kind (0-1)."
     ).tag(config=True)
@@ -652,7 +658,11 @@ class RuntimePredictor:
         wrows = _EMPTY_WROWS
         if q is not None:
             walltimes = walltime_options(
-                sample, q, self.options.advice_margin, self.options.advice_prior_weight
+                sample,
+                q,
+                self.options.advice_margin,
+                self.options.advice_prior_weight,
+                grid=self.options.advice_grid,
             )
             below = [(a, risk) for a, _, risk in walltimes if a < q]
             if below and sample:
@@ -983,12 +993,16 @@ def walltime_options(
     margin: float = 0.1,
     prior_weight: float = 1.0,
     steps: int = 4,
+    grid: int = 0,
 ) -> list[tuple[float, float, float]]:
     """Walltime options for a job from its weighted run-time sample: ``(walltime, expected slack,
     probability the walltime is too short)``, by increasing walltime, ending with the request (risk 0).
 
     Options are the sample's 50/70/80/90/95/100% quantiles times ``1 + margin`` (capped at the request),
-    ``steps`` walltimes spaced geometrically between the top of those and the request, and the request. The
+    ``steps`` walltimes spaced geometrically between the top of those and the request, ``grid`` fixed
+    fractions of the request (``request * 2 ** (-k / 2)`` for ``k = 1 .. grid``: options that do not
+    depend on the sample, so that the learnt risk model can place a job's walltime anywhere), and the
+    request. The
     sample counts as its effective number of runs (Kish) and is mixed with ``prior_weight`` runs spread
     uniformly over ``[0, request]``, so that a walltime below the request is never risk-free.
     """
@@ -1015,6 +1029,8 @@ def walltime_options(
     top = min(q, pts[-1][0] * (1.0 + margin))
     for k in range(1, steps + 1):
         cands_set.add(top * (q / top) ** (k / (steps + 1)))
+    for k in range(1, grid + 1):
+        cands_set.add(q * 2.0 ** (-k / 2.0))
     cands = sorted(cands_set)
     out = []
     i, n = 0, len(pts)
