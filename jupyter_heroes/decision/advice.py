@@ -2,8 +2,9 @@
 
 A walltime that is too long wastes reservations and hurts backfilling; one that is too short kills the
 job. :class:`WalltimeAdvisor` chooses, among the walltime options of a prediction
-(``Prediction.walltimes``: upper quantiles of the user's similar recent runs plus a margin, and the
-request; see :func:`.predict.walltime_options`), the one that minimises
+(``Prediction.walltimes``: upper quantiles of the user's similar recent runs plus a margin, fixed
+fractions of the request, and the request; see :func:`.predict.walltime_options`), the one that
+minimises
 
     expected slack (seconds)  +  lambda * P(the walltime kills the job)
 
@@ -11,8 +12,10 @@ where the kill risk is learnt by the predictor from how such options fared on fi
 is never above the request. Slack is in seconds, so the risk budget goes where the slack is: jobs that
 ask for hours get tight advice when their history is clear, short jobs keep their request.
 
-``lambda`` (seconds of slack one kill is worth) is adapted online from outcomes
-(:meth:`WalltimeAdvisor.observe`, finished jobs only): multiplied by
+``lambda`` (seconds of slack one kill is worth) is learnt from outcomes (:meth:`WalltimeAdvisor.observe`,
+finished jobs only). Once ``calibration_jobs`` jobs advised from history have finished, it is set to
+the smallest value that would have killed ``target_kill_rate`` of them (:func:`calibrated_aversion`, a
+warm start); before and after that it is multiplied by
 ``exp(adapt_rate * (killed - target_kill_rate))`` per finished job, so the long-run share of jobs the
 advice would have killed tracks ``target_kill_rate`` whatever the workload (the same idea as adaptive
 conformal inference). The share realised over ``n`` jobs differs from the target by

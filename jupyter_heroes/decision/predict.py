@@ -48,7 +48,8 @@ observed coverage matches ``quantiles`` (adaptive conformal inference, Gibbs & C
 holds; with an enforced request, ``q_high`` never exceeds it.
 
 ``Prediction.walltimes`` lists walltime options for :mod:`.advice` (:func:`walltime_options`): upper
-quantiles of the same sample plus a margin, a geometric ladder up to the request, and the request, each with its expected slack and its risk
+quantiles of the same sample plus a margin, a geometric ladder up to the request, fixed fractions of the
+request (``advice_grid``), and the request, each with its expected slack and its risk
 of killing the job. The risk comes from a second gradient-boosting model (a classifier trained at every
 refit on whether each option would have killed the finished jobs), or from the sample itself before the
 first fit.
