@@ -49,13 +49,15 @@ J_PER_KWH = 3.6e6
 
 
 def _template_step(session: Session, inst: WorkflowInstance, step: str) -> Any:
+    """The step as the run asked for it: the template's, with the submission's walltime and memory."""
+    from ..workflows.overrides import effective_template
     from ..workflows.templates import TemplateError, load_template
 
     row = session.get(WorkflowTemplate, inst.template_id)
     if row is None:
         return None
     try:
-        t = load_template(row.spec)
+        t = effective_template(load_template(row.spec), inst.resource_overrides)
     except TemplateError:
         return None
     return next((s for s in t.steps if s.name == step), None)

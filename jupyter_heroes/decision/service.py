@@ -44,6 +44,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..dbutil import session_scope
 from ..orm import Cluster, Job, User, WorkflowInstance, WorkflowTemplate
+from ..workflows.overrides import effective_template
 from ..workflows.templates import Resources, Template, load_template
 from .advice import AdvisorOptions, WalltimeAdvisor, memory_advice
 from .candidates import (
@@ -226,13 +227,16 @@ class OrgPredictors(LoggingConfigurable):
     def _template(
         s: Session, inst: WorkflowInstance, templates: dict[int, Template | None]
     ) -> Template | None:
+        """The template as *inst* asked for it (with the submission's walltime and memory, so the
+        advisor learns against what was really requested); *templates* caches the parsed rows."""
         if inst.template_id not in templates:
             row = s.get(WorkflowTemplate, inst.template_id)
             try:
                 templates[inst.template_id] = load_template(row.spec) if row else None
             except ValueError:
                 templates[inst.template_id] = None
-        return templates[inst.template_id]
+        t = templates[inst.template_id]
+        return effective_template(t, inst.resource_overrides) if t is not None else None
 
     def _peak(
         self,

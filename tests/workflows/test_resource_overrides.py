@@ -323,3 +323,31 @@ async def test_a_local_run_gets_the_overridden_walltime(priced):
         assert time.monotonic() - t0 < 25, jobs
         await asyncio.sleep(0.3)
     assert state == "failed" and jobs[0][0] == "timeout", jobs
+
+
+def test_the_bill_and_the_learning_follow_what_the_run_asked_for(priced):
+    """GB-hours are charged on the memory the submission asked for, and the decision module learns
+    the walltime that was really requested (the advisor's kills are counted against it)."""
+    from datetime import timedelta
+
+    from jupyter_heroes.accounting.ledger import measure
+    from jupyter_heroes.decision.service import OrgPredictors
+    from jupyter_heroes.orm import utcnow
+
+    world = priced
+    plain, _, _ = create(world)
+    mine, _, _ = create(world, resources={"run": {"walltime": "00:20:00", "memory_mb": 768}})
+    with dbutil.session_scope(world.factory) as s:
+        usage = {}
+        for iid in (plain, mine):
+            inst = s.get(WorkflowInstance, iid)
+            (job,) = inst.jobs
+            job.state, job.finished = "completed", utcnow()
+            job.started = job.finished - timedelta(hours=1)
+            job.accounting = {"elapsed_s": 3600, "alloc_cpus": 1, "nnodes": 1}
+            usage[iid] = measure(s, job)[0]
+            step = OrgPredictors._template(s, inst, {}).step("run").resources
+            usage[iid, "asked"] = (step.walltime_s, step.memory_mb)
+    assert float(usage[plain].mem_gb_hours) == 0.5  # the template's 512 MB for an hour
+    assert float(usage[mine].mem_gb_hours) == 0.75  # the 768 MB asked for
+    assert usage[plain, "asked"] == (600, 512) and usage[mine, "asked"] == (1200, 768)
