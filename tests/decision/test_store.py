@@ -558,7 +558,7 @@ def test_advice_from_history_is_between_the_prediction_and_the_limits(db):
             )
         tpl = s.get(orm.WorkflowTemplate, db.ids.templates["acme"])
         template = load_template(tpl.spec)
-    # a risk aversion of half the request per kill (the default, 20 requests, needs a long history
+    # a risk aversion of half the request per kill (the default, 200 requests, needs a long history
     # of unharmed jobs before it advises less than the request)
     svc = DecisionService(db.factory, config=Config({"AdvisorOptions": {"initial_aversion": 0.5}}))
     try:

@@ -4,7 +4,7 @@ advises a walltime far below the template's, submits with ``accept_advice`` — 
 (``scontrol show job``, over the test bed's SSH) holds the advised time limit and memory.
 
 The service runs with ``AdvisorOptions.initial_aversion=0.5`` (half the request's seconds per kill,
-as in tests/decision/test_store.py): with the default (20 requests) the advisor keeps the request
+as in tests/decision/test_store.py): with the default (200 requests, warm-started after 300 finished jobs) the advisor keeps the request
 until an organization has a long record of unharmed jobs, far more than a test can run.
 """
 
