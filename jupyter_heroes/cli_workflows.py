@@ -1,4 +1,4 @@
-"""``heroes templates|submit|status|cancel|logs``: workflows from a shell, through
+"""``heroes templates|decide|submit|status|cancel|logs``: workflows from a shell, through
 :class:`~jupyter_heroes.client.HeroesClient`.
 
 ::
@@ -6,7 +6,8 @@
     export HEROES_SERVICE_URL=https://hub.example.org/services/heroes/
     export JUPYTERHUB_API_TOKEN=...            # from the hub's Token page
     heroes templates
-    heroes submit monte-carlo-pi samples=100000 --cluster galileo --wait
+    heroes decide monte-carlo-pi samples=100000 --strategy cheapest
+    heroes submit monte-carlo-pi samples=100000 --cluster galileo --decision ID --accept-advice --wait
     heroes status
     heroes logs 3f2a... --step estimate --err
     heroes cancel 3f2a...
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .client import FINAL_STATES, HeroesClient, HeroesError, typed_params
+from .client import FINAL_STATES, HeroesClient, HeroesError, resources_from_flags, typed_params
 
 
 def _client(args: argparse.Namespace) -> HeroesClient:
@@ -56,15 +57,16 @@ def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     return wrapper
 
 
-def _parse_params(words: list[str], template: str) -> dict[str, str]:
+def _parse_params(words: list[str], template: str, command: str = "submit") -> dict[str, str]:
     out: dict[str, str] = {}
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not key:
+            example = f"heroes {command} {template} samples=100000" + (
+                " --cluster NAME" if command == "submit" else ""
+            )
             raise HeroesError(
-                f"expected a parameter as key=value, got {word!r}; for example: "
-                f"heroes submit {template} samples=100000 --cluster NAME",
-                "usage",
+                f"expected a parameter as key=value, got {word!r}; for example: {example}", "usage"
             )
         if key in out:
             raise HeroesError(f"parameter {key!r} is given twice; give each parameter once", "usage")
@@ -92,10 +94,87 @@ def _templates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hours(seconds: Any) -> str:
+    if seconds is None or seconds != seconds:  # NaN
+        return "-"
+    s = int(round(float(seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _num(value: Any, digits: int) -> str:
+    if value is None or value != value:  # None or NaN: unknown
+        return "-"
+    return f"{float(value):.{digits}f}"
+
+
+@_run
+def _decide(args: argparse.Namespace) -> int:
+    client = _client(args)
+    raw = _parse_params(args.params, args.template, "decide")
+    params = typed_params(client.template(args.template), raw)
+    budget, currency = None, None
+    if args.budget:
+        amount, _, unit = args.budget.strip().partition(" ")
+        budget, currency = amount, (unit.strip().upper() or None)
+    df = client.decide(
+        args.template,
+        params,
+        strategy=args.strategy,
+        deadline=args.deadline,
+        budget=budget,
+        budget_currency=currency,
+    )
+    # unknown values are NaN in the DataFrame: null in JSON, as the service sent them
+    rows = [
+        {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        for r in df.to_dict(orient="records")
+    ]
+    if args.json:
+        _print_json({**df.attrs, "candidates": rows})
+        return 0
+    table = [
+        (
+            "-" if r.get("rank") is None or r.get("rank") != r.get("rank") else int(r["rank"]),
+            r.get("cluster", ""),
+            r.get("queue", ""),
+            r.get("status", ""),
+            str(r.get("expected_end") or "-")[:16].replace("T", " "),
+            _hours(r.get("runtime_s")),
+            "-" if r.get("cost") in (None, "") else f"{r['cost']} {r.get('currency', '')}".strip(),
+            _num(r.get("energy_kwh"), 3),
+            _num(r.get("co2e_kg"), 3),
+        )
+        for r in rows
+    ]
+    print(
+        _table(
+            table, ("RANK", "CLUSTER", "QUEUE", "STATUS", "END (UTC)", "RUNTIME", "COST", "KWH", "CO2E KG")
+        )
+    )
+    rec = df.attrs.get("recommendation") or {}
+    if rec:
+        print(f"recommended: {rec.get('cluster')} / {rec.get('queue')}: {rec.get('why', '')}")
+        print(
+            f"decision {df.attrs.get('decision')}: submit with heroes submit {args.template} ... "
+            f"--cluster {rec.get('cluster')} --queue {rec.get('queue')} --decision {df.attrs.get('decision')}"
+            " [--accept-advice]"
+        )
+    else:
+        print(df.attrs.get("message") or "no candidate is left")
+    return 0
+
+
 @_run
 def _submit(args: argparse.Namespace) -> int:
     client = _client(args)
     raw = _parse_params(args.params, args.template)
+    resources = resources_from_flags(args.walltime, args.memory)
+    if args.accept_advice and not args.decision:
+        raise HeroesError(
+            "--accept-advice takes the advice of a comparison: add --decision ID (the id "
+            "heroes decide prints), or leave --accept-advice out",
+            "usage",
+        )
     params = typed_params(client.template(args.template, args.version), raw)
     inst = client.submit(
         args.template,
@@ -104,6 +183,9 @@ def _submit(args: argparse.Namespace) -> int:
         queue=args.queue,
         project=args.project,
         version=args.version,
+        decision=args.decision,
+        resources=resources or None,
+        accept_advice=args.accept_advice,
     )
     if not args.wait:
         if args.json:
@@ -253,6 +335,25 @@ def _add_templates(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_templates)
 
 
+def _add_decide(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "decide",
+        parents=[_common()],
+        help="compare where a workflow can run",
+        description="Compare every cluster and queue TEMPLATE with parameters key=value can run on: "
+        "expected end, runtime, cost, energy and CO2e, ranked, with the recommendation and the decision "
+        "id to submit with (--json: the whole answer).",
+    )
+    p.add_argument("template", help="the template's name (heroes templates lists them)")
+    p.add_argument("params", nargs="*", metavar="key=value", help="parameters of the template")
+    p.add_argument(
+        "--strategy", default=None, help="fastest, cheapest, lowest-energy, lowest-carbon or weighted"
+    )
+    p.add_argument("--deadline", default=None, help="leave out candidates ending after this ISO 8601 time")
+    p.add_argument("--budget", default=None, help="leave out candidates costing more, e.g. '5 EUR'")
+    p.set_defaults(func=_decide)
+
+
 def _add_submit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "submit",
@@ -267,6 +368,31 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue", default=None, help="the cluster's queue (default: its default queue)")
     p.add_argument("--project", default=None, help="the project the run is charged to")
     p.add_argument("--version", type=int, default=None, help="a template version (default: the newest)")
+    p.add_argument(
+        "--decision",
+        default=None,
+        metavar="ID",
+        help="the comparison this run follows (recorded with it; the budget reserves its predicted cost)",
+    )
+    p.add_argument(
+        "--accept-advice",
+        action="store_true",
+        help="with --decision: ask for the walltime and memory it advised for this cluster and queue",
+    )
+    p.add_argument(
+        "--walltime",
+        action="append",
+        default=[],
+        metavar="STEP=HH:MM:SS",
+        help="a step's walltime instead of the template's (repeat per step; wins over the advice)",
+    )
+    p.add_argument(
+        "--memory",
+        action="append",
+        default=[],
+        metavar="STEP=MB",
+        help="a step's memory per node in MB instead of the template's (repeat per step)",
+    )
     p.add_argument(
         "--wait",
         action="store_true",
@@ -328,6 +454,7 @@ def _add_logs(sub: argparse._SubParsersAction) -> None:
 #: subcommand registrars for :data:`jupyter_heroes.cli.COMMANDS`
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_templates,
+    _add_decide,
     _add_submit,
     _add_status,
     _add_cancel,

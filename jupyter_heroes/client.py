@@ -140,6 +140,36 @@ def service_root(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path + "/", "", ""))
 
 
+def resources_from_flags(walltimes: list[str], memories: list[str]) -> dict[str, dict[str, Any]]:
+    """``--walltime STEP=HH:MM:SS`` and ``--memory STEP=MB`` as the submission's ``resources``
+    (``{step: {"walltime": ..., "memory_mb": ...}}``), for the command-line faces (``%heroes submit``,
+    ``heroes submit``); a :class:`HeroesError` (reason ``usage``) for anything else. The service
+    checks the steps and the queue's limits."""
+    out: dict[str, dict[str, Any]] = {}
+    for flag, key, items in (("--walltime", "walltime", walltimes), ("--memory", "memory_mb", memories)):
+        example = "--walltime solve=01:30:00" if key == "walltime" else "--memory solve=2048"
+        for item in items:
+            step, sep, value = item.partition("=")
+            step, value = step.strip(), value.strip()
+            if not sep or not step or not value:
+                raise HeroesError(
+                    f"{flag} takes STEP=VALUE, got {item!r}; for example {example}", "usage", 400
+                )
+            if key in out.get(step, {}):
+                raise HeroesError(
+                    f"{flag} is given twice for step {step!r}; give it once per step", "usage", 400
+                )
+            what = (
+                "memory is a positive whole number of MB per node"
+                if key == "memory_mb"
+                else ("walltime is a positive number of seconds or [D-]HH:MM:SS")
+            )
+            if (key == "memory_mb" or value.isdigit()) and not (value.isdigit() and int(value) >= 1):
+                raise HeroesError(f"{flag} {step}={value}: {what}; for example {example}", "usage", 400)
+            out.setdefault(step, {})[key] = int(value) if value.isdigit() else value
+    return out
+
+
 def typed_params(template: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
     """Convert text values (``samples=1000`` on a command line) to the types *template* declares for
     them: integers, numbers, booleans (true/false, yes/no, on/off, 1/0). A value that does not convert,

@@ -38,7 +38,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 from IPython.utils.text import dedent
 
-from .client import HeroesClient, HeroesError, typed_params
+from .client import HeroesClient, HeroesError, resources_from_flags, typed_params
 from .widgets.handle import InstanceHandle
 
 if TYPE_CHECKING:
@@ -71,27 +71,11 @@ def parse_key_values(words: list[str], example: str = SUBMIT_EXAMPLE) -> dict[st
 
 def step_resources(walltimes: list[str], memories: list[str]) -> dict[str, dict[str, Any]]:
     """``--walltime STEP=HH:MM:SS`` and ``--memory STEP=MB`` as the submission's ``resources``
-    (``{step: {"walltime": ..., "memory_mb": ...}}``); a UsageError for anything else. The service
-    checks the steps and the queue's limits."""
-    out: dict[str, dict[str, Any]] = {}
-    for flag, key, items in (("--walltime", "walltime", walltimes), ("--memory", "memory_mb", memories)):
-        example = "--walltime solve=01:30:00" if key == "walltime" else "--memory solve=2048"
-        for item in items:
-            step, sep, value = item.partition("=")
-            step, value = step.strip(), value.strip()
-            if not sep or not step or not value:
-                raise UsageError(f"{flag} takes STEP=VALUE, got {item!r}; for example {example}")
-            if key in out.get(step, {}):
-                raise UsageError(f"{flag} is given twice for step {step!r}; give it once per step")
-            what = (
-                "memory is a positive whole number of MB per node"
-                if key == "memory_mb"
-                else ("walltime is a positive number of seconds or [D-]HH:MM:SS")
-            )
-            if (key == "memory_mb" or value.isdigit()) and not (value.isdigit() and int(value) >= 1):
-                raise UsageError(f"{flag} {step}={value}: {what}; for example {example}")
-            out.setdefault(step, {})[key] = int(value) if value.isdigit() else value
-    return out
+    (see :func:`jupyter_heroes.client.resources_from_flags`); a UsageError for anything else."""
+    try:
+        return resources_from_flags(walltimes, memories)
+    except HeroesError as e:
+        raise UsageError(e.message) from None
 
 
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,9 +1,10 @@
-"""``heroes templates|submit|status|cancel|logs`` against the real hub + service."""
+"""``heroes templates|decide|submit|status|cancel|logs`` against the real hub + service."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -90,6 +91,44 @@ def test_submit_without_wait_then_cancel(env, capsys):
     assert out.splitlines()[-1].endswith(" failed")
 
 
+def test_decide_then_submit_following_it_with_its_advice(env, capsys):
+    code, out, err = heroes(env, capsys, "decide", "monte-carlo-pi", "samples=20000", "--strategy", "fastest")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["RANK", "CLUSTER", "QUEUE", "STATUS"]
+    assert lines[1].split()[:4] == ["1", "local", "debug", "ranked"], out
+    m = re.search(
+        r"^decision (\S+): submit with heroes submit monte-carlo-pi \.\.\. --cluster local", out, re.M
+    )
+    assert m and "recommended: local / debug" in out, out
+    code, out, err = heroes(env, capsys, "decide", "monte-carlo-pi", "samples=20000", "--json")
+    assert "NaN" not in out  # strict JSON: unknown values are null
+    answer = json.loads(out)
+    assert code == 0 and answer["decision"] != m.group(1)  # every comparison is recorded
+    assert answer["candidates"][0]["advice"]["estimate"]["walltime_s"] > 0
+    code, out, err = heroes(
+        env,
+        capsys,
+        "submit",
+        "monte-carlo-pi",
+        "samples=20000",
+        "--cluster",
+        "local",
+        "--queue",
+        "debug",
+        "--decision",
+        m.group(1),
+        "--accept-advice",
+        "--memory",
+        "estimate=300",
+        "--json",
+    )
+    assert code == 0, err
+    res = json.loads(out)["resources"]["estimate"]
+    assert res["memory_mb"] == 300 and res["memory_source"] == "user", res
+    assert res["walltime_source"] == "advice" and res["source"] == "user+advice", res
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
@@ -104,6 +143,18 @@ def test_submit_without_wait_then_cancel(env, capsys):
             "heroes submit: expected a parameter as key=value, got 'samples'",
         ),
         (["submit", "nope", "--cluster", "local"], 1, "heroes submit: workflow template 'nope' not found"),
+        (
+            ["submit", "monte-carlo-pi", "--cluster", "local", "--accept-advice"],
+            2,
+            "heroes submit: --accept-advice takes the advice of a comparison: add --decision ID",
+        ),
+        (
+            ["submit", "monte-carlo-pi", "--cluster", "local", "--walltime", "estimate"],
+            2,
+            "heroes submit: --walltime takes STEP=VALUE, got 'estimate'",
+        ),
+        (["decide", "monte-carlo-pi", "samples"], 2, "heroes decide: expected a parameter as key=value"),
+        (["decide", "monte-carlo-pi", "samples=5"], 1, "heroes decide: parameter 'samples'"),
         (["status", "0" * 32], 1, f"heroes status: workflow instance '{'0' * 32}' not found"),
         (["logs", "0" * 32], 1, "not found"),
         (["templates", "--org", "nowhere-org"], 1, "Organization 'nowhere-org' not found"),

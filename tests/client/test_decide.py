@@ -1,7 +1,7 @@
-"""``decide`` when the service has the decision endpoint (POST /organization/decision/decide): a
-stand-in answers in the shape of :meth:`jupyter_heroes.decision.decide.Decision.to_dict`, because the
-real endpoint is not served yet (against the real service the magics test checks the 'not available'
-message instead)."""
+"""``decide`` against a stand-in that answers in the shape of
+:meth:`jupyter_heroes.decision.decide.Decision.to_dict`, to pin how the client and the magic turn
+any such answer into a DataFrame (and refuse a service without the endpoint); the real endpoint is
+exercised end to end in tests/client/test_cli.py and tests/service/test_decision_api.py."""
 
 from __future__ import annotations
 
