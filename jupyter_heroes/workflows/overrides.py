@@ -24,6 +24,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import DomainError
 from .templates import Resources, Template, TemplateError, parse_walltime
 
 #: what a submission's ``resources`` may set per step
@@ -36,16 +37,13 @@ ALLOWED = (
 )
 
 
-class ResourceError(ValueError):
+class ResourceError(DomainError):
     """A submission's ``resources`` (or the advice it accepts) cannot be applied: answered 400 with
-    ``reason`` (``invalid_resources``, ``resources_beyond_limits``)."""
+    ``reason`` (``invalid_resources``, ``resources_beyond_limits``, ``advice_without_decision``,
+    ``no_advice``)."""
 
     status = 400
-
-    def __init__(self, message: str, reason: str = "invalid_resources") -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
+    reason = "invalid_resources"
 
 
 def parse_resources(template: Template, raw: Any) -> dict[str, dict[str, int]]:
