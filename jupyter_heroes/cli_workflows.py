@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .client import FINAL_STATES, HeroesClient, HeroesError, resources_from_flags, typed_params
+from .client import FINAL_STATES, HeroesClient, HeroesError, resources_from_flags, split_budget, typed_params
 
 
 def _client(args: argparse.Namespace) -> HeroesClient:
@@ -112,10 +112,7 @@ def _decide(args: argparse.Namespace) -> int:
     client = _client(args)
     raw = _parse_params(args.params, args.template, "decide")
     params = typed_params(client.template(args.template), raw)
-    budget, currency = None, None
-    if args.budget:
-        amount, _, unit = args.budget.strip().partition(" ")
-        budget, currency = amount, (unit.strip().upper() or None)
+    budget, currency = split_budget(args.budget)
     df = client.decide(
         args.template,
         params,

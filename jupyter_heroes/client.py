@@ -140,6 +140,15 @@ def service_root(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path + "/", "", ""))
 
 
+def split_budget(text: str | None) -> tuple[str | None, str | None]:
+    """A command line's budget limit (``"5 EUR"``, ``"5"``) as the decision's ``budget`` and
+    ``budget_currency`` (None when not given; the service checks the amount and the currency)."""
+    if not text or not text.strip():
+        return None, None
+    amount, _, unit = text.strip().partition(" ")
+    return amount, (unit.strip().upper() or None)
+
+
 def resources_from_flags(walltimes: list[str], memories: list[str]) -> dict[str, dict[str, Any]]:
     """``--walltime STEP=HH:MM:SS`` and ``--memory STEP=MB`` as the submission's ``resources``
     (``{step: {"walltime": ..., "memory_mb": ...}}``), for the command-line faces (``%heroes submit``,

@@ -38,7 +38,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 from IPython.utils.text import dedent
 
-from .client import HeroesClient, HeroesError, resources_from_flags, typed_params
+from .client import HeroesClient, HeroesError, resources_from_flags, split_budget, typed_params
 from .widgets.handle import InstanceHandle
 
 if TYPE_CHECKING:
@@ -213,10 +213,7 @@ class HeroesMagics(Magics):
                 "--cluster NAME, or ask your administrator to upgrade the service"
             )
         params = self._typed(client, args.template, args.params, f"%heroes decide {args.template} key=value")
-        budget, currency = None, None
-        if args.budget:
-            amount, _, currency = args.budget.strip().partition(" ")
-            budget, currency = amount, (currency.strip().upper() or None)
+        budget, currency = split_budget(args.budget)
         return client.decide(
             args.template,
             params,

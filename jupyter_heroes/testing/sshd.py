@@ -89,6 +89,25 @@ class SshdTestbed(Component):
     def pid(self) -> int | None:
         return self._sshd.pid if self._sshd else None
 
+    def ssh_argv(self, *command: str) -> list[str]:
+        """The OpenSSH client command line running *command* as :attr:`username` on this server
+        (key-only, pinned host key, no prompts): what a test uses to look at the cluster itself."""
+        return [
+            "ssh",
+            "-i",
+            str(self.private_key_path),
+            "-p",
+            str(self.port),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts_path}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            f"{self.username}@{self.host}",
+            *command,
+        ]
+
     # --- lifecycle -------------------------------------------------------------------------------
     def _start(self) -> None:
         require_root("the sshd test bed")

@@ -92,7 +92,17 @@ def test_submit_without_wait_then_cancel(env, capsys):
 
 
 def test_decide_then_submit_following_it_with_its_advice(env, capsys):
-    code, out, err = heroes(env, capsys, "decide", "monte-carlo-pi", "samples=20000", "--strategy", "fastest")
+    code, out, err = heroes(
+        env,
+        capsys,
+        "decide",
+        "monte-carlo-pi",
+        "samples=20000",
+        "--strategy",
+        "fastest",
+        "--deadline",
+        "2099-01-01T00:00:00Z",
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["RANK", "CLUSTER", "QUEUE", "STATUS"]
@@ -155,6 +165,12 @@ def test_decide_then_submit_following_it_with_its_advice(env, capsys):
         ),
         (["decide", "monte-carlo-pi", "samples"], 2, "heroes decide: expected a parameter as key=value"),
         (["decide", "monte-carlo-pi", "samples=5"], 1, "heroes decide: parameter 'samples'"),
+        (
+            ["decide", "monte-carlo-pi", "--budget", "5 eur"],
+            1,
+            "local/debug: no price published for this queue, so the budget cannot be checked",
+        ),
+        (["decide", "monte-carlo-pi", "--budget", "5 ZZZ"], 1, "ZZZ"),
         (["status", "0" * 32], 1, f"heroes status: workflow instance '{'0' * 32}' not found"),
         (["logs", "0" * 32], 1, "not found"),
         (["templates", "--org", "nowhere-org"], 1, "Organization 'nowhere-org' not found"),

@@ -409,33 +409,8 @@ def running_job_ids(m: Market, iid: str, n: int = 1, timeout: float = 60) -> dic
 
 
 def squeue_reason(m: Market, job_id: str) -> str:
-    ssh = m.slurm.ssh
-    out = subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(ssh.private_key_path),
-            "-p",
-            str(ssh.port),
-            "-o",
-            f"UserKnownHostsFile={ssh.known_hosts_path}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            f"{ssh.username}@{ssh.host}",
-            "squeue",
-            "-h",
-            "-j",
-            job_id,
-            "-o",
-            "%T:%r",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    argv = m.slurm.ssh.ssh_argv("squeue", "-h", "-j", job_id, "-o", "%T:%r")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     return out.stdout.strip()
 
 

@@ -48,32 +48,8 @@ def advised(hub_factory, slurm_cluster) -> Market:
 
 def scontrol_job(m: Market, job_id: str) -> dict[str, str]:
     """``scontrol show job`` as the cluster's account sees it, as key=value pairs."""
-    ssh = m.slurm.ssh
-    out = subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(ssh.private_key_path),
-            "-p",
-            str(ssh.port),
-            "-o",
-            f"UserKnownHostsFile={ssh.known_hosts_path}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            f"{ssh.username}@{ssh.host}",
-            "scontrol",
-            "show",
-            "job",
-            "--oneliner",
-            job_id,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    argv = m.slurm.ssh.ssh_argv("scontrol", "show", "job", "--oneliner", job_id)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     return dict(re.findall(r"(\w+)=(\S*)", out.stdout))
 
 
