@@ -89,6 +89,18 @@ class World:
         assert r.status_code == status, f"{method} {path} as {user}: {r.status_code} {r.text}"
         return r.json() if r.content else None
 
+    def found_org(self, org: str, members: dict[str, str], kind: str = "client") -> None:
+        """Create organization *org* (of *kind*) as the platform admin, with *members* (user -> role;
+        each gets a hub user and token if it has none yet)."""
+        self.ok(
+            PLATFORM_ADMIN, "POST", "/heroes/admin/organizations", {"name": org, "kind": kind}, status=201
+        )
+        for name, role in members.items():
+            if name not in self.tokens:
+                self.tokens[name] = self.hub.create_user(name)
+            body = {"username": name, "roles": [role]}
+            self.ok(PLATFORM_ADMIN, "POST", "/organization/admin/users", body, 201, org=org)
+
     def db(self) -> Any:
         """A session on the service's database (to check what the API cannot show)."""
         engine = dbutil.make_engine(self.hub.db_url)

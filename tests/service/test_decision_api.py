@@ -81,41 +81,8 @@ def lab(world: World, slurm_cluster, tmp_path_factory) -> Lab:
     hub = world.hub
     tag = "pg" if hub.db_url and hub.db_url.startswith("postgresql") else "lite"
     scratch = tmp_path_factory.mktemp("dec-scratch")
-    for name in (ADMIN, RES, PUB, APPS):
-        world.tokens[name] = hub.create_user(name)
-    world.ok(PLATFORM_ADMIN, "POST", "/heroes/admin/organizations", {"name": ORG}, status=201)
-    world.ok(
-        PLATFORM_ADMIN,
-        "POST",
-        "/heroes/admin/organizations",
-        {"name": VENDOR, "kind": "provider"},
-        status=201,
-    )
-    world.ok(
-        PLATFORM_ADMIN,
-        "POST",
-        "/organization/admin/users",
-        {"username": ADMIN, "roles": ["org-admin"]},
-        201,
-        org=ORG,
-    )
-    world.ok(ADMIN, "POST", "/organization/admin/users", {"username": RES, "roles": ["researcher"]}, 201)
-    world.ok(
-        PLATFORM_ADMIN,
-        "POST",
-        "/organization/admin/users",
-        {"username": PUB, "roles": ["resource-provider"]},
-        201,
-        org=VENDOR,
-    )
-    world.ok(
-        PLATFORM_ADMIN,
-        "POST",
-        "/organization/admin/users",
-        {"username": APPS, "roles": ["application-provider"]},
-        201,
-        org=VENDOR,
-    )
+    world.found_org(ORG, {ADMIN: "org-admin", RES: "researcher"})
+    world.found_org(VENDOR, {PUB: "resource-provider", APPS: "application-provider"}, kind="provider")
     ssh = slurm_cluster.ssh
     world.ok(
         ADMIN,

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import func, select
 
 from jupyter_heroes import orm
-from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
 
 from .conftest import World
 
@@ -67,20 +66,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(world: World, tmp_path_factory) -> Lab:
-    hub = world.hub
     scratch = tmp_path_factory.mktemp("wres-scratch")
-    for name in (ADMIN, RES):
-        world.tokens[name] = hub.create_user(name)
-    world.ok(PLATFORM_ADMIN, "POST", "/heroes/admin/organizations", {"name": ORG}, status=201)
-    world.ok(
-        PLATFORM_ADMIN,
-        "POST",
-        "/organization/admin/users",
-        {"username": ADMIN, "roles": ["org-admin"]},
-        201,
-        org=ORG,
-    )
-    world.ok(ADMIN, "POST", "/organization/admin/users", {"username": RES, "roles": ["researcher"]}, 201)
+    world.found_org(ORG, {ADMIN: "org-admin", RES: "researcher"})
     world.ok(
         ADMIN,
         "POST",
