@@ -6,7 +6,8 @@ progress bar, download them (a link through this Jupyter server's HEROES extensi
 a local folder) and delete them after a confirmation. Every call goes through
 :class:`~jupyter_heroes.client.HeroesClient`; object keys are checked before upload with the
 service's own rules (:func:`jupyter_heroes.data.names.validate_key`), and whatever the service
-refuses is shown in the status line with its message. Only core ipywidgets are used.
+refuses is shown in the status line with its message. Core ipywidgets, and for the file picker an
+``anywidget`` (:class:`~jupyter_heroes.widgets.upload.ChunkedUpload`) that sends files in slices.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
 
 import ipywidgets as w
@@ -25,6 +26,7 @@ from ..data.errors import InvalidName
 from ..data.names import validate_key
 from .form import ERROR_STYLE, _esc
 from .monitor import _size
+from .upload import CHUNK_SIZE, ChunkedUpload
 
 log = logging.getLogger("jupyter_heroes.widgets")
 
@@ -41,20 +43,29 @@ def _when(stamp: Any) -> str:
 
 
 class _ProgressReader:
-    """The bytes of an upload, read by the HTTP library chunk by chunk; *report* gets the bytes sent."""
+    """The bytes of an upload (in memory, or an open file streamed from disk), read by the HTTP
+    library chunk by chunk; *report* gets the bytes sent."""
 
-    def __init__(self, data: bytes, report: Callable[[int], None]) -> None:
-        self._data = memoryview(data)
+    def __init__(
+        self, data: bytes | BinaryIO, report: Callable[[int], None], size: int | None = None
+    ) -> None:
+        self._mem = memoryview(data) if isinstance(data, bytes | bytearray | memoryview) else None
+        self._file = None if self._mem is not None else data
+        self._size = len(self._mem) if self._mem is not None else int(size or 0)
         self._pos = 0
         self._report = report
 
     def __len__(self) -> int:
-        return len(self._data) - self._pos
+        return self._size - self._pos
 
     def read(self, n: int = -1) -> bytes:
-        end = len(self._data) if n is None or n < 0 else min(len(self._data), self._pos + n)
-        chunk = bytes(self._data[self._pos : end])
-        self._pos = end
+        end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
+        if self._mem is not None:
+            chunk = bytes(self._mem[self._pos : end])
+        else:
+            assert self._file is not None
+            chunk = self._file.read(end - self._pos)  # type: ignore[union-attr]
+        self._pos += len(chunk)
         self._report(self._pos)
         return chunk
 
@@ -92,6 +103,8 @@ class DataBrowser(w.VBox):
         self.usage: dict[str, Any] | None = None
         #: upload progress in percent, as the bar showed it (for inspection)
         self.progress_seen: list[float] = []
+        #: what the last Upload stored (the service's answers), for code and tests
+        self.uploaded: list[dict[str, Any]] = []
         self._next: str | None = None
         self._checks: dict[str, w.Checkbox] = {}
         self._pending_delete: list[str] = []
@@ -136,11 +149,11 @@ class DataBrowser(w.VBox):
         self.save_button.on_click(lambda _b: self.save())
         self.save_button.add_class("heroes-data-save")
 
-        self.file_upload = w.FileUpload(multiple=True, description="Choose files")
+        self.file_upload = ChunkedUpload(description="Choose files")
         self.file_upload.add_class("heroes-data-upload")
         self.file_upload.tooltip = (
-            "files chosen here reach the notebook in one message of at most 10 MiB (the Jupyter server's "
-            "websocket limit); upload larger files with HeroesClient().upload(key, path)"
+            f"files chosen here reach the notebook in slices of {CHUNK_SIZE // (1024 * 1024)} MiB, "
+            "so any size the platform accepts can be uploaded from the page"
         )
         self.upload_folder = w.Text(
             description="Into",
@@ -517,9 +530,17 @@ class DataBrowser(w.VBox):
             self._ok(f"uploaded {key} ({_size(int(answer.get('size', len(data))))})")
         return answer
 
-    def _put(self, key: str, data: bytes, content_type: str | None) -> dict[str, Any] | None:
+    def _put(self, key: str, data: bytes | Path, content_type: str | None) -> dict[str, Any] | None:
+        """Send *data* (bytes, or a local file streamed from disk) as *key*, the bar following."""
+        if isinstance(data, Path):
+            with data.open("rb") as f:
+                return self._post(key, f, os.fstat(f.fileno()).st_size, content_type)
+        return self._post(key, data, len(data), content_type)
+
+    def _post(
+        self, key: str, data: bytes | BinaryIO, total: int, content_type: str | None
+    ) -> dict[str, Any] | None:
         assert self.client is not None
-        total = len(data)
         self.progress_seen = []
         self.progress.bar_style = ""
         self._set_progress(0, total)
@@ -529,7 +550,7 @@ class DataBrowser(w.VBox):
                 "POST",
                 self.client.DATA_PREFIX + "/upload",
                 params={"bucket": self.bucket, "key": key},
-                data=_ProgressReader(data, lambda sent: self._set_progress(sent, total)),  # type: ignore[arg-type]
+                data=_ProgressReader(data, lambda sent: self._set_progress(sent, total), total),  # type: ignore[arg-type]
                 headers=headers,
             )
         except HeroesError as e:
@@ -541,41 +562,90 @@ class DataBrowser(w.VBox):
         return answer
 
     def upload_files(self) -> list[dict[str, Any]]:
-        """Upload the files chosen in the file picker into the "Into" folder; the stored objects."""
-        files = list(self.file_upload.value)
-        if not files:
+        """Upload the chosen files into the "Into" folder; the stored objects.
+
+        Files given from Python (``file_upload.value``, with their content) are uploaded at once.
+        Files chosen in the page come to the kernel slice by slice (see
+        :class:`~jupyter_heroes.widgets.upload.ChunkedUpload`), each streamed on to the platform as
+        soon as it is complete: this returns ``[]`` at once and the status line says when they are
+        stored (:attr:`uploaded` lists them)."""
+        given = list(self.file_upload.value)
+        chosen = list(self.file_upload.files)
+        if self.file_upload.busy:
+            self._error(
+                "an upload is running; wait for it to finish (if the page was reloaded during it, "
+                "choose the files again and press Upload in a minute)"
+            )
+            return []
+        if not given and not chosen:
             self._error("choose files first (Choose files), then press Upload")
             return []
         folder = self.upload_folder.value.strip()
         if folder and not folder.endswith("/"):
             folder += "/"
-        keys = [folder + str(f["name"]) for f in files]
+        names = [str(f["name"]) for f in (given or chosen)]
+        keys = [folder + n for n in names]
         for key in keys:  # all or nothing: check every key before sending any
             try:
                 validate_key(key)
             except InvalidName as e:
                 self._error(f"nothing uploaded: {e.message}")
                 return []
-        done: list[dict[str, Any]] = []
-        for f, key in zip(files, keys, strict=True):
+        self.uploaded = []
+        if not given:
+            self._from_page(chosen, keys, folder)
+            return []
+        for f, key in zip(given, keys, strict=True):
             answer = self._put(key, bytes(f["content"]), f.get("type") or None)
             if answer is None:
-                if done:  # say what did arrive before the refusal
-                    self._error(f"uploaded {len(done)} of {len(files)}; {self._last_error}")
                 break
-            done.append(answer)
-        if len(done) == len(files):
+            self.uploaded.append(answer)
+        if len(self.uploaded) == len(given):
             self.file_upload.value = ()
+        self._uploads_ended(len(given), folder)
+        return list(self.uploaded)
+
+    def _from_page(self, chosen: list[dict[str, Any]], keys: list[str], folder: str) -> None:
+        self.progress.bar_style = "info"
+
+        def on_bytes(received: int, total: int) -> None:
+            self.progress.value = 100.0 if total == 0 else round(100.0 * received / total, 1)
+            self.progress_label.value = (
+                f"<span style='{INFO_STYLE}'>{_esc(_size(received))} of {_esc(_size(total))} "
+                "read from the page</span>"
+            )
+
+        def on_file(index: int, meta: dict[str, Any], path: str) -> bool:
+            answer = self._put(keys[index], Path(path), str(meta.get("type") or "") or None)
+            if answer is None:
+                return False
+            self.uploaded.append(answer)
+            return True
+
+        def on_done(ok: bool, message: str) -> None:
+            if message:
+                self.progress.bar_style = "danger"
+                self._last_error = f"not uploaded: {message}"
+                self._error(self._last_error)
+            self._uploads_ended(len(chosen), folder)
+
+        self._info(f"reading {len(chosen)} file{'s' if len(chosen) != 1 else ''} from the page")
+        self.file_upload.transfer(on_file, on_done, on_bytes)
+
+    def _uploads_ended(self, count: int, folder: str) -> None:
+        done = self.uploaded
+        if len(done) == count:
             total = sum(int(a.get("size", 0)) for a in done)
             self._ok(
                 f"uploaded {len(done)} file{'s' if len(done) != 1 else ''} ({_size(total)}) to {folder or 'the top'}"
             )
+        elif done:  # say what did arrive before the refusal
+            self._error(f"uploaded {len(done)} of {count}; {self._last_error}")
         self._show_usage()
         if folder == self.prefix or (done and folder.startswith(self.prefix)):
             msg = self.status.value
             self._list()
             self.status.value = msg
-        return done
 
     # --- status ------------------------------------------------------------------------------------
     def _error(self, message: str) -> None:

@@ -1,7 +1,8 @@
 """The data browser in JupyterLab, in a real browser: a researcher opens a notebook in her single-user
 server (spawned by a real hub), runs ``%load_ext jupyter_heroes`` and ``%heroes data browse``, sees
-her own bucket on the test bed's S3 server (moto), uploads a file through the page's file input into
-a folder (the bar reaches 100%, the file is listed), walks into the folder and back with the
+her own bucket on the test bed's S3 server (moto), uploads a 12 MiB file through the page's file
+input into a folder (more than the 10 MiB one websocket message may carry: the page sends it in
+slices; the bar reaches 100%, the file is listed), walks into the folder and back with the
 breadcrumb, fetches the file from its download link (through her server's HEROES extension, with the
 browser's own login) and gets its exact bytes, then deletes it after the confirmation.
 
@@ -73,7 +74,8 @@ def run_code_cells(page) -> None:
 
 def test_browse_upload_walk_download_delete(lab, browser, screenshots_dir, tmp_path):
     w = lab.world
-    data = os.urandom(300 * 1024)  # enough for the bar to move in steps
+    # over the 10 MiB a websocket message may carry: the page sends it in 4 MiB slices
+    data = os.urandom(12 * 1024 * 1024)
     local = tmp_path / "sample.bin"
     local.write_bytes(data)
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -100,24 +102,21 @@ def test_browse_upload_walk_download_delete(lab, browser, screenshots_dir, tmp_p
         page.screenshot(path=str(screenshots_dir / "data-01-browser.png"))
 
         # --- upload through the page's file input into a folder ---------------------------------------
-        # ipywidgets' FileUpload keeps its <input type=file> out of the document (a button clicks it):
-        # the page's file chooser is how Playwright fills it
-        with page.expect_file_chooser(timeout=30_000) as chooser:
-            widget.locator(".heroes-data-upload").click()
-        chooser.value.set_files(str(local))
-        # the picker counts the chosen file once the page has read it (and sent it to the kernel)
-        widget.locator(".heroes-data-upload", has_text="(1)").wait_for(timeout=60_000)
+        widget.locator(".heroes-chunked-upload input[type=file]").set_input_files(str(local))
+        # the picker counts the chosen file (its name and size went to the kernel, not its bytes)
+        widget.locator(".heroes-chunked-upload button", has_text="Choose files (1)").wait_for(timeout=60_000)
         widget.locator("input[placeholder^='folder/']").fill("inputs/")
         widget.locator("button.heroes-data-upload-button").click()
-        widget.locator(".heroes-data-status", has_text="uploaded 1 file").wait_for(timeout=90_000)
-        assert "to inputs/" in widget.locator(".heroes-data-status").inner_text()
+        widget.locator(".heroes-data-status", has_text="uploaded 1 file").wait_for(timeout=180_000)
+        assert "uploaded 1 file (12.6 MB) to inputs/" in widget.locator(".heroes-data-status").inner_text()
+        assert widget.locator(".heroes-chunked-upload button").inner_text() == "Choose files (0)"
         bar = widget.locator(".heroes-data-progress .progress-bar")
         page.wait_for_function(
             f"() => document.querySelector('{WIDGET} .heroes-data-progress .progress-bar').style.width === '100%'",
             timeout=30_000,
         )
         assert bar.evaluate("e => e.style.width") == "100%"
-        assert "307.2 kB of 307.2 kB" in widget.inner_text()
+        assert "12.6 MB of 12.6 MB" in widget.inner_text()
         assert widget.locator(".heroes-data-usage").inner_text().startswith(f"{lab.bucket}: 3 objects")
 
         # --- into the folder: the new file is listed next to the old one ------------------------------
@@ -127,7 +126,7 @@ def test_browse_upload_walk_download_delete(lab, browser, screenshots_dir, tmp_p
         row.first.wait_for(timeout=30_000)
         assert widget.locator(".heroes-data-object", has_text="mesh.dat").count() == 1
         assert widget.locator(".heroes-data-object", has_text="readme.txt").count() == 0
-        assert "307.2 kB" in row.first.inner_text()
+        assert "12.6 MB" in row.first.inner_text()
         page.screenshot(path=str(screenshots_dir / "data-02-uploaded.png"))
 
         # --- the breadcrumb leads back to the top, the folder button in again -------------------------
