@@ -1,4 +1,5 @@
-"""HEROES widgets (core ipywidgets 8 only: JupyterLab, Notebook and Voila, no front-end build).
+"""HEROES widgets (ipywidgets 8, plus one small anywidget for chunked uploads: JupyterLab, Notebook
+and Voila, no front-end build).
 
 - :class:`SubmissionWidget`: pick a template, fill its generated form, choose a cluster, submit, watch;
 - :class:`JobMonitor`: one workflow, live from the service's event stream;
