@@ -24,21 +24,9 @@ NEW_TABLES = {
 }
 
 
-@pytest.fixture
-def url(empty_db_url):
-    return empty_db_url
-
-
-def test_upgrade_from_0001_keeps_data_and_downgrade_removes_only_0002(url):
-    dbutil.upgrade(url, "0001")
-    engine = dbutil.make_engine(url)
+def test_upgrade_from_0001_keeps_data_and_downgrade_removes_only_0002(database_at):
+    url, engine = database_at("0001")
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO organizations (name, display_name, kind, active, created) "
-                "VALUES ('acme', 'Acme', 'client', true, '2025-01-01 00:00:00')"
-            )
-        )
         conn.execute(
             text(
                 "INSERT INTO budgets (org_id, currency, amount_cents, reserved_cents, spent_cents, on_exhausted, margin) "

@@ -18,17 +18,9 @@ def columns(engine) -> set[str]:
     return {c["name"] for c in inspect(engine).get_columns("workflow_instances")}
 
 
-def test_upgrade_from_0003_keeps_instances_and_downgrade_drops_only_the_column(empty_db_url):
-    url = empty_db_url
-    dbutil.upgrade(url, "0003")
-    engine = dbutil.make_engine(url)
+def test_upgrade_from_0003_keeps_instances_and_downgrade_drops_only_the_column(database_at):
+    url, engine = database_at("0003")
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO organizations (name, display_name, kind, active, created) "
-                "VALUES ('acme', 'Acme', 'client', true, '2025-01-01 00:00:00')"
-            )
-        )
         conn.execute(
             text(
                 "INSERT INTO users (name, email, full_name, created) "

@@ -14,21 +14,8 @@ from jupyter_heroes.orm import Base
 NEW_TABLES = {"decisions", "decision_predictions", "decision_policies", "decision_ear_records"}
 
 
-@pytest.fixture
-def url(empty_db_url):
-    return empty_db_url
-
-
-def test_upgrade_from_0002_keeps_data_and_downgrade_removes_only_0003(url):
-    dbutil.upgrade(url, "0002")
-    engine = dbutil.make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO organizations (name, display_name, kind, active, created) "
-                "VALUES ('acme', 'Acme', 'client', true, '2025-01-01 00:00:00')"
-            )
-        )
+def test_upgrade_from_0002_keeps_data_and_downgrade_removes_only_0003(database_at):
+    url, engine = database_at("0002")
     assert not NEW_TABLES & set(inspect(engine).get_table_names())
     with pytest.raises(dbutil.DatabaseSchemaMismatch, match=r"revision 0002.*heroes upgrade-db"):
         dbutil.check_schema(engine)
