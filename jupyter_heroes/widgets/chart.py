@@ -106,6 +106,18 @@ def _point(rec: Mapping[str, Any], now: datetime, currency: str) -> dict[str, An
     }
 
 
+def _error_bars(points: list[dict[str, Any]], axis: str) -> dict[str, Any]:
+    """Plotly's asymmetric error bars of the points on *axis* (``x`` or ``y``): the interval."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [p[f"{axis}_plus"] for p in points],
+        "arrayminus": [p[f"{axis}_minus"] for p in points],
+        "thickness": 1,
+        "color": "#888",
+    }
+
+
 def _trace(
     points: list[dict[str, Any]], name: str, ys: list[float], cmin: float, cmax: float, **marker: Any
 ) -> go.Scatter:
@@ -120,22 +132,8 @@ def _trace(
         textposition="top center",
         hovertext=[p["hover"] for p in points],
         hoverinfo="text",
-        error_x={
-            "type": "data",
-            "symmetric": False,
-            "array": [p["x_plus"] for p in points],
-            "arrayminus": [p["x_minus"] for p in points],
-            "thickness": 1,
-            "color": "#888",
-        },
-        error_y={
-            "type": "data",
-            "symmetric": False,
-            "array": [p["y_plus"] for p in points],
-            "arrayminus": [p["y_minus"] for p in points],
-            "thickness": 1,
-            "color": "#888",
-        },
+        error_x=_error_bars(points, "x"),
+        error_y=_error_bars(points, "y"),
         marker={
             "color": [c if c is not None else cmin for c in co2e] if coloured else "#607d8b",
             "colorscale": COLORSCALE,
