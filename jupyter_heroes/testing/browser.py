@@ -123,3 +123,34 @@ def share_thread_with_asyncio(playwright_loop: asyncio.AbstractEventLoop | None)
     finally:
         for cls, name, fn in originals:
             setattr(cls, name, fn)
+
+
+# --- driving JupyterHub and JupyterLab pages ------------------------------------------------------
+
+#: the notebook on show in JupyterLab (hidden panels keep their cells in the page)
+NB = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+
+
+def hub_login(page: Any, hub_url: str, username: str) -> None:
+    """Log in through the hub's login form (the test hubs use the dummy authenticator)."""
+    page.goto(f"{hub_url}/hub/login")
+    page.fill("#username_input", username)
+    page.fill("#password_input", "any password (dummy authenticator)")
+    page.click("#login_submit")
+
+
+def run_code_cells(page: Any, count: int, *, prompt: str = "[0-9]+", timeout: float = 90_000) -> None:
+    """Run the shown notebook's first *count* code cells from the keyboard (Shift+Enter runs a cell and
+    moves on) once the kernel is connected (keys pressed before that move through the cells without
+    running them); return when each cell's prompt matches ``[`` *prompt* ``]`` (``[0-9]+``: ran;
+    ``[0-9*]+``: running or ran)."""
+    page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)
+    page.locator(f"{NB} .jp-CodeCell .cm-content").first.click()
+    for _ in range(count):
+        page.keyboard.press("Shift+Enter")
+    pattern = "\\[" + prompt + "\\]"
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')]"
+        f".slice(0, {count}).every(p => /{pattern}/.test(p.textContent))",
+        timeout=timeout,
+    )

@@ -24,6 +24,7 @@ import yaml
 from jupyter_heroes.client import HeroesClient
 from jupyter_heroes.serverext.testing import REPO_DIR
 from jupyter_heroes.testing.base import free_port
+from jupyter_heroes.testing.browser import hub_login
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.slurm, pytest.mark.timeout(600)]
@@ -122,10 +123,7 @@ def apps(hub_factory, tmp_path_factory):
 
 
 def login(page, hub, username: str) -> None:
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("#username_input", username)
-    page.fill("#password_input", "any password (dummy authenticator)")
-    page.click("#login_submit")
+    hub_login(page, hub.url, username)
     page.wait_for_url("**/hub/**", timeout=60_000)
 
 

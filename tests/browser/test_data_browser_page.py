@@ -19,10 +19,10 @@ import pytest
 from magics.flow_world import build_flow_world
 
 from jupyter_heroes.serverext.testing import lab_hub_config, start_user_server
+from jupyter_heroes.testing.browser import NB, hub_login, run_code_cells
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.s3, pytest.mark.timeout(420)]
 
-NB = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 WIDGET = f"{NB} .heroes-data-browser"
 NOTEBOOK = "my-data.ipynb"
 README = b"what is in this bucket\n"
@@ -52,26 +52,6 @@ def lab(hub_factory, s3_server, tmp_path_factory):
     return SimpleNamespace(hub=hub, world=world, url=url, bucket=bucket, client=client)
 
 
-def login(page, hub, username: str) -> None:
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("#username_input", username)
-    page.fill("#password_input", "any password (dummy authenticator)")
-    page.click("#login_submit")
-
-
-def run_code_cells(page) -> None:
-    """Run the notebook's two code cells once the kernel is connected."""
-    page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)
-    page.locator(f"{NB} .jp-CodeCell .cm-content").first.click()
-    for _ in range(2):
-        page.keyboard.press("Shift+Enter")
-    page.wait_for_function(
-        f"() => [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')]"
-        ".slice(0, 2).every(p => /\\[[0-9]+\\]/.test(p.textContent))",
-        timeout=90_000,
-    )
-
-
 def test_browse_upload_walk_download_delete(lab, browser, screenshots_dir, tmp_path):
     w = lab.world
     # over the 10 MiB a websocket message may carry: the page sends it in 4 MiB slices
@@ -81,13 +61,13 @@ def test_browse_upload_walk_download_delete(lab, browser, screenshots_dir, tmp_p
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
     try:
-        login(page, lab.hub, w.researcher)
+        hub_login(page, lab.hub.url, w.researcher)
         page.goto(lab.url + "lab/tree/" + NOTEBOOK)
         page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
         page.wait_for_function(
             f"() => document.querySelectorAll('{NB} .jp-Cell').length === 3", timeout=90_000
         )
-        run_code_cells(page)
+        run_code_cells(page, 2)
 
         # --- her own bucket, with what is already in it ---------------------------------------------
         widget = page.locator(WIDGET)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from jupyter_heroes.serverext.testing import REPO_DIR, lab_hub_config, start_user_server
+from jupyter_heroes.testing.browser import hub_login
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.timeout(400)]
@@ -58,13 +59,6 @@ def lab(hub_factory, tmp_path_factory):
     return SimpleNamespace(hub=hub, url=url, token=token, home=work / "homes" / USER)
 
 
-def login(page, hub, username: str) -> None:
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("#username_input", username)
-    page.fill("#password_input", "any password (dummy authenticator)")
-    page.click("#login_submit")
-
-
 def test_sidebar_launcher_notebook_and_palette(lab, browser, screenshots_dir):
     ctx = browser.new_context(viewport={"width": 1400, "height": 850})
     page = ctx.new_page()
@@ -78,7 +72,7 @@ def test_sidebar_launcher_notebook_and_palette(lab, browser, screenshots_dir):
 
     page.on("response", record)
     try:
-        login(page, lab.hub, USER)
+        hub_login(page, lab.hub.url, USER)
         page.goto(lab.url + "lab")
         page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
         card = page.locator(".jp-LauncherCard", has_text="HEROES workflow")

@@ -21,6 +21,7 @@ import pytest
 from magics.flow_world import build_flow_world
 
 from jupyter_heroes.serverext.testing import lab_hub_config, start_user_server
+from jupyter_heroes.testing.browser import NB, hub_login, run_code_cells
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,7 +31,6 @@ pytestmark = [
     pytest.mark.timeout(600),
 ]
 
-NB = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 WIDGET = f"{NB} .heroes-submission"
 
 
@@ -41,26 +41,6 @@ def flow(hub_factory, s3_server, slurm_cluster, tmp_path_factory):
     world = build_flow_world(hub, "rf", work / "scratch", s3_server, slurm_cluster, local=False)
     url = start_user_server(hub, world.researcher, world.tokens[world.researcher])
     return SimpleNamespace(hub=hub, world=world, url=url, partitions=list(slurm_cluster.partitions))
-
-
-def login(page, hub, username: str) -> None:
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("#username_input", username)
-    page.fill("#password_input", "any password (dummy authenticator)")
-    page.click("#login_submit")
-
-
-def run_all_cells(page) -> None:
-    """Run the launcher notebook's two code cells once the kernel is connected."""
-    page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)
-    page.locator(f"{NB} .jp-CodeCell .cm-content").first.click()
-    for _ in range(2):
-        page.keyboard.press("Shift+Enter")
-    page.wait_for_function(
-        f"() => [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')]"
-        ".slice(0, 2).every(p => /\\[[0-9*]+\\]/.test(p.textContent))",
-        timeout=60_000,
-    )
 
 
 def submit_enabled(page, enabled: bool) -> None:
@@ -76,7 +56,7 @@ def test_login_form_decide_submit_watch_download(flow, browser, screenshots_dir,
     ctx = browser.new_context(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
     page = ctx.new_page()
     try:
-        login(page, flow.hub, w.researcher)
+        hub_login(page, flow.hub.url, w.researcher)
         page.goto(flow.url + "lab")
         page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
         card = page.locator(".jp-LauncherCard", has_text="HEROES workflow")
@@ -86,7 +66,7 @@ def test_login_form_decide_submit_watch_download(flow, browser, screenshots_dir,
         page.wait_for_function(
             f"() => document.querySelectorAll('{NB} .jp-Cell').length === 3", timeout=60_000
         )
-        run_all_cells(page)
+        run_code_cells(page, 2, prompt="[0-9*]+", timeout=60_000)
 
         # --- the form, generated from the template; the only cluster is suggested ---------------------
         widget = page.locator(WIDGET)

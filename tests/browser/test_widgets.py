@@ -20,13 +20,13 @@ import yaml
 
 from jupyter_heroes.serverext.testing import REPO_DIR, lab_hub_config, start_user_server
 from jupyter_heroes.testing.base import Component, ComponentError, free_port, pid_alive, tail, wait_for
+from jupyter_heroes.testing.browser import NB, hub_login, run_code_cells
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.timeout(420)]
 
 USER = "wid-ada"
 ORG = "wid-labs"
-NB = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
 
 @pytest.fixture(scope="module")
@@ -65,32 +65,11 @@ def lab(hub_factory, tmp_path_factory):
     return SimpleNamespace(hub=hub, url=url, token=token)
 
 
-def login(page, hub, username: str) -> None:
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("#username_input", username)
-    page.fill("#password_input", "any password (dummy authenticator)")
-    page.click("#login_submit")
-
-
-def run_all_cells(page) -> None:
-    """Run the notebook's code cells from the keyboard (Shift+Enter runs a cell and moves on),
-    once the kernel is connected (keys pressed before that move through the cells without running them)."""
-    page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)
-    page.locator(f"{NB} .jp-CodeCell .cm-content").first.click()
-    for _ in range(2):
-        page.keyboard.press("Shift+Enter")
-    page.wait_for_function(
-        f"() => [...document.querySelectorAll('{NB} .jp-CodeCell .jp-InputPrompt')]"
-        ".slice(0, 2).every(p => /\\[[0-9*]+\\]/.test(p.textContent))",
-        timeout=60_000,
-    )
-
-
 def test_fill_refuse_submit_and_watch(lab, browser, screenshots_dir):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
     try:
-        login(page, lab.hub, USER)
+        hub_login(page, lab.hub.url, USER)
         page.goto(lab.url + "lab")
         page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
         # the launcher card's notebook: %load_ext jupyter_heroes, then SubmissionWidget()
@@ -100,7 +79,7 @@ def test_fill_refuse_submit_and_watch(lab, browser, screenshots_dir):
         page.wait_for_function(
             f"() => document.querySelectorAll('{NB} .jp-Cell').length === 3", timeout=60_000
         )
-        run_all_cells(page)
+        run_code_cells(page, 2, prompt="[0-9*]+", timeout=60_000)
 
         widget = page.locator(f"{NB} .heroes-submission")
         widget.wait_for(timeout=90_000)
