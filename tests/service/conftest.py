@@ -120,6 +120,19 @@ class World:
             return list(s.scalars(q.order_by(orm.AuditEntry.id)))
 
 
+class OnWorld:
+    """A test module's own view of the session's :class:`World` (its ``world``), with its helpers
+    beside ``ok`` and ``call``, which are the world's."""
+
+    world: World
+
+    def ok(self, *a: Any, **kw: Any) -> Any:
+        return self.world.ok(*a, **kw)
+
+    def call(self, *a: Any, **kw: Any) -> Any:
+        return self.world.call(*a, **kw)
+
+
 @pytest.fixture(scope="session")
 def world(hub: HubTestbed) -> World:
     w = World(hub)

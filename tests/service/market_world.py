@@ -33,7 +33,7 @@ from jupyter_heroes.marketplace.offers import pin_job
 from jupyter_heroes.orm_market import MarketOffer
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
 
-from .conftest import ACME, World, template_doc
+from .conftest import ACME, OnWorld, World, template_doc
 
 CLIENT = "mkt-client"
 HPC = "hpc-vendor"
@@ -57,18 +57,12 @@ APP_PRICE = {"currency": "EUR", "fixed": "25.00", "fixed_per": "run"}
 
 
 @dataclass
-class Market:
+class Market(OnWorld):
     world: World
     offers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> API view at publication
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, str] = field(default_factory=dict)  # A/B/C -> workflow instance id
-
-    def ok(self, *a: Any, **kw: Any) -> Any:
-        return self.world.ok(*a, **kw)
-
-    def call(self, *a: Any, **kw: Any) -> Any:
-        return self.world.call(*a, **kw)
 
 
 def _seed_run(

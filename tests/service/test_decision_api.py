@@ -27,7 +27,7 @@ from jupyter_heroes.orm_decision import Decision
 from jupyter_heroes.service.openapi import endpoints
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN
 
-from .conftest import ACME, ACME_ROLE_USERS, GLOBEX, World
+from .conftest import ACME, ACME_ROLE_USERS, GLOBEX, OnWorld, World
 
 pytestmark = pytest.mark.slurm
 
@@ -58,15 +58,9 @@ TEMPLATE = {
 EAR_DATA = ROOT / "tests" / "decision" / "data"
 
 
-class Lab:
+class Lab(OnWorld):
     def __init__(self, world: World) -> None:
         self.world = world
-
-    def ok(self, *a: Any, **kw: Any) -> Any:
-        return self.world.ok(*a, **kw)
-
-    def call(self, *a: Any, **kw: Any) -> Any:
-        return self.world.call(*a, **kw)
 
     def decide(self, user: str = RES, status: int = 201, **body: Any) -> dict[str, Any]:
         return self.ok(user, "POST", DECIDE, {"template": "dec-sleep", **body}, status=status)

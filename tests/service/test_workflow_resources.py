@@ -13,14 +13,13 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from jupyter_heroes import orm
 
-from .conftest import World
+from .conftest import OnWorld, World
 
 ORG = "wres-lab"
 ADMIN, RES = "wres-admin", "wres-res"
@@ -42,15 +41,9 @@ TEMPLATE = {
 }
 
 
-class Lab:
+class Lab(OnWorld):
     def __init__(self, world: World) -> None:
         self.world = world
-
-    def ok(self, *a: Any, **kw: Any) -> Any:
-        return self.world.ok(*a, **kw)
-
-    def call(self, *a: Any, **kw: Any) -> Any:
-        return self.world.call(*a, **kw)
 
     def counts(self) -> tuple[int, int]:
         with self.world.db() as s:

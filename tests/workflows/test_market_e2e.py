@@ -55,7 +55,7 @@ class Market:
     enables its ``debug`` offer (not its ``long`` one), and a bystander with a cluster of its own."""
 
     def __init__(self, hub, slurm_cluster, tag: str) -> None:
-        self.hub, self.tag = hub, tag
+        self.hub, self.tag, self.slurm = hub, tag, slurm_cluster
         self.vendor, self.client, self.other = f"{tag}-vendor", f"{tag}-client", f"{tag}-other"
         self.tokens: dict[str, str] = {}
         self.tokens["platform"] = hub.create_user(PLATFORM_ADMIN)
@@ -146,6 +146,17 @@ class Market:
 
     def call(self, who: str, method: str, path: str, body: Any = None, **kw: Any):
         return self.hub.api(method, path, self.tokens[who], body, **kw)
+
+    def on_cluster(self, *command: str) -> str:
+        """What *command* prints on the test bed's Slurm cluster, run over its sshd as the cluster's
+        account (to look at the scheduler itself, not through HEROES)."""
+        argv = self.slurm.ssh.ssh_argv(*command)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+
+    def open_budget(self, limit: str = "50.00", on_exhausted: str = "hold") -> dict[str, Any]:
+        """The client organization's budget (EUR, margin 1)."""
+        body = {"limit": limit, "currency": "EUR", "margin": 1.0, "on_exhausted": on_exhausted}
+        return self.ok("admin", "POST", "/organization/budgets", body, 201)
 
     def ok(self, who: str, method: str, path: str, body: Any = None, status: int = 200, **kw: Any) -> Any:
         r = self.call(who, method, path, body, **kw)
@@ -385,14 +396,7 @@ def restart_market(request, hub_factory, slurm_cluster):
             {"template": template(name, steps=steps)},
             201,
         )
-    m.budget = m.ok(
-        "admin",
-        "POST",
-        "/organization/budgets",
-        {"limit": "50.00", "currency": "EUR", "margin": 1.0, "on_exhausted": "hold"},
-        201,
-    )
-    m.slurm = slurm_cluster
+    m.budget = m.open_budget()
     return m
 
 
@@ -409,9 +413,7 @@ def running_job_ids(m: Market, iid: str, n: int = 1, timeout: float = 60) -> dic
 
 
 def squeue_reason(m: Market, job_id: str) -> str:
-    argv = m.slurm.ssh.ssh_argv("squeue", "-h", "-j", job_id, "-o", "%T:%r")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-    return out.stdout.strip()
+    return m.on_cluster("squeue", "-h", "-j", job_id, "-o", "%T:%r").strip()
 
 
 def test_restart_mid_run_and_after_finish_one_ledger_row(restart_market):

@@ -11,7 +11,6 @@ until an organization has a long record of unharmed jobs, far more than a test c
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from decimal import Decimal
 from typing import Any
@@ -35,22 +34,13 @@ def advised(hub_factory, slurm_cluster) -> Market:
     tpl = template("napper", seconds_default=1)
     tpl["steps"][0]["resources"] = {"memory_mb": 256, "walltime": "00:05:00"}
     m.ok("admin", "POST", "/organization/admin/workflow/template", {"template": tpl}, 201)
-    m.ok(
-        "admin",
-        "POST",
-        "/organization/budgets",
-        {"limit": "50.00", "currency": "EUR", "margin": 1.0, "on_exhausted": "hold"},
-        201,
-    )
-    m.slurm = slurm_cluster
+    m.open_budget()
     return m
 
 
 def scontrol_job(m: Market, job_id: str) -> dict[str, str]:
     """``scontrol show job`` as the cluster's account sees it, as key=value pairs."""
-    argv = m.slurm.ssh.ssh_argv("scontrol", "show", "job", "--oneliner", job_id)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-    return dict(re.findall(r"(\w+)=(\S*)", out.stdout))
+    return dict(re.findall(r"(\w+)=(\S*)", m.on_cluster("scontrol", "show", "job", "--oneliner", job_id)))
 
 
 def hms(seconds: int) -> str:
