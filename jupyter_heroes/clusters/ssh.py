@@ -68,6 +68,21 @@ class _NotSent(Exception):
     """The channel could not be opened: the command never reached the server, so retrying is safe."""
 
 
+def _send_eof(chan: paramiko.Channel) -> None:
+    """``chan.shutdown_write()`` without its race (paramiko/paramiko#1705, #1115): paramiko builds the
+    EOF under the channel's lock but sends it after releasing it, so when a short command ends at that
+    moment the transport thread can answer the server's CLOSE first. The late EOF then names a channel
+    OpenSSH has already freed, and it drops the whole connection ("ieof packet referred to
+    nonexistent channel"), taking every command in flight on it along. Sending while holding the lock,
+    as paramiko's own ``Channel.send`` does, keeps EOF before CLOSE (the fix of paramiko-ng#101)."""
+    with chan.lock:
+        if chan.closed or chan.eof_sent:
+            return
+        m = chan._send_eof()
+        if m is not None and chan.transport is not None:
+            chan.transport._send_user_message(m)
+
+
 def parse_public_key(text: str) -> paramiko.PKey:
     """``"ssh-ed25519 AAAA... [comment]"`` (one line of a ``.pub`` or ``ssh-keyscan``) -> PKey."""
     parts = (text or "").strip().split()
@@ -412,7 +427,7 @@ class SSHTransport(Transport):
                 raise
             pending = memoryview(stdin or b"")
             if not pending:
-                chan.shutdown_write()
+                _send_eof(chan)
             out: list[bytes] = []
             err: list[bytes] = []
             chan.fileno()  # a pipe select() can wait on, set by stdout and stderr data
@@ -444,7 +459,7 @@ class SSHTransport(Transport):
                     pending = pending[n:]
                     progressed = True
                     if not pending:
-                        chan.shutdown_write()
+                        _send_eof(chan)
                 if (
                     (chan.eof_received or chan.closed)
                     and not chan.recv_ready()

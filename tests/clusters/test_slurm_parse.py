@@ -88,6 +88,19 @@ def test_final_state_reasons():
     assert dep.state is JobState.CANCELLED and "did not complete successfully" in dep.reason
 
 
+def test_completed_in_the_queue_while_accounting_lags_means_exit_status_zero(sched):
+    """squeue already says COMPLETED while sacct still has the job RUNNING (slurmdbd lags): Slurm's
+    COMPLETED means every process exited 0, so the status says so (seen once in CI)."""
+    queued = map_state("COMPLETED")
+    lagging = map_state("RUNNING")
+    st = sched.merge(queued, lagging)
+    assert (st.state, st.exit_code, st.signal) == (JobState.COMPLETED, 0, 0)
+    failed = sched.merge(map_state("FAILED"), lagging)  # no exit status to be had from squeue
+    assert (failed.state, failed.exit_code) == (JobState.FAILED, None)
+    agreed = sched.merge(queued, map_state("COMPLETED", "", 0, 0))
+    assert (agreed.state, agreed.exit_code) == (JobState.COMPLETED, 0)
+
+
 # --- squeue --------------------------------------------------------------------------------------
 def test_parse_queue_rows_and_array_tasks(sched):
     out = "101|101|RUNNING|None\n102|102|PENDING|Priority\n103_1|103|RUNNING|None\n103_2|103|PENDING|JobArrayTaskLimit\n"

@@ -89,6 +89,15 @@ async def test_one_pooled_connection_for_everything(ssh, sshd):
     assert ssh.stats["connect"] == 1 and ssh.stats["run"] == 35
 
 
+async def test_many_short_parallel_commands_never_drop_the_connection(ssh):
+    """paramiko's shutdown_write() could send EOF after the server's CLOSE was answered; OpenSSH then
+    dropped the connection and every command on it (~1 round in 10 of this loop before the fix)."""
+    for _ in range(20):
+        results = await asyncio.gather(*(ssh.run(["true"]) for _ in range(30)))
+        assert all(r.rc == 0 for r in results)
+    assert ssh.stats["connect"] == 1 and ssh.stats["run"] == 600
+
+
 async def test_timeout_of_a_remote_command(ssh):
     start = time.monotonic()
     with pytest.raises(TransportError, match="did not finish within 1 s") as e:
