@@ -41,6 +41,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..workflows.overrides import limit_reasons
 from ..workflows.templates import Resources, Template
 from .carbon import CarbonError, Intensity, check_pue
 from .cost import CloudPrice, Offer, PriceCatalog, default_catalog
@@ -350,40 +351,16 @@ class Requirements:
         return self.data_location is None or self.data_location in c.data_locations
 
 
-def _walltime(s: int) -> str:
-    d, rem = divmod(int(s), 86400)
-    h, rem = divmod(rem, 3600)
-    m, sec = divmod(rem, 60)
-    return (f"{d}-" if d else "") + f"{h:02d}:{m:02d}:{sec:02d}"
-
-
 def check_feasible(c: CandidateQueue, template: Template, req: Requirements | None = None) -> list[str]:
-    """Every hard constraint *c* breaks for *template* (empty when it can run the whole workflow).
-
-    ``memory_mb`` is per node (``sbatch --mem``); ``gpus`` is the step's total, spread over its nodes.
-    """
+    """Every hard constraint *c* breaks for *template* (empty when it can run the whole workflow):
+    the queue's limits (:func:`..workflows.overrides.limit_reasons`, the check a submission makes
+    too), container runtime, architecture, licences and data locality."""
     req = req or Requirements()
-    reasons: list[str] = []
+    reasons = [reason for reason, _ in limit_reasons(template, c, c.key)]
     for step in template.steps:
-        r: Resources = step.resources
-        p = f"step '{step.name}'"
-        if c.max_nodes is not None and r.nodes > c.max_nodes:
-            reasons.append(f"{p} needs {r.nodes} nodes; {c.key} allows at most {c.max_nodes}")
-        cpn = math.ceil(r.cores / r.nodes)
-        if c.cpus_per_node is not None and cpn > c.cpus_per_node:
-            reasons.append(f"{p} needs {cpn} cores per node; {c.key} has {c.cpus_per_node}")
-        if c.mem_per_node_mb is not None and r.memory_mb > c.mem_per_node_mb:
-            reasons.append(f"{p} needs {r.memory_mb} MB per node; {c.key} has {c.mem_per_node_mb} MB")
-        gpn = math.ceil(r.gpus / r.nodes)
-        if gpn > c.gpus_per_node:
-            reasons.append(f"{p} needs {gpn} GPU(s) per node; {c.key} has {c.gpus_per_node}")
-        if c.max_walltime_s is not None and r.walltime_s > c.max_walltime_s:
-            reasons.append(
-                f"{p} asks for {_walltime(r.walltime_s)} of walltime; {c.key} allows {_walltime(c.max_walltime_s)}"
-            )
         if step.container and not c.container_runtimes:
             reasons.append(
-                f"{p} runs in a container ({step.container}); {c.cluster} has no container runtime"
+                f"step '{step.name}' runs in a container ({step.container}); {c.cluster} has no container runtime"
             )
     if req.arch and req.arch != c.arch:
         reasons.append(f"needs the {req.arch} architecture; {c.key} is {c.arch}")

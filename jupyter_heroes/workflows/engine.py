@@ -292,13 +292,7 @@ class WorkflowEngine(LoggingConfigurable):
         overrides = merge(template, parse_resources(template, resources), advised)
         limits = self._queue_row(cluster, queue, offer)
         if limits is not None:
-            check_limits(
-                template,
-                overrides,
-                where=f"{cluster.name}/{limits.name}",
-                max_walltime_s=limits.max_walltime_s,
-                mem_per_node_mb=limits.mem_per_node_mb,
-            )
+            check_limits(template, overrides, where=f"{cluster.name}/{limits.name}", queue=limits)
         inst = WorkflowInstance(
             org_id=org.id,
             user_id=user.id,

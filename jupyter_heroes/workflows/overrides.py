@@ -170,34 +170,69 @@ def _hms(seconds: int) -> str:
     return (f"{d}-" if d else "") + f"{h:02d}:{m:02d}:{sec:02d}"
 
 
-def check_limits(
+def check_limits(template: Template, overrides: Mapping[str, Any] | None, *, where: str, queue: Any) -> None:
+    """Refuse (400 ``resources_beyond_limits``) a run whose steps ask for more than the queue
+    submitted to (*where*, ``cluster/queue``) allows. What is checked is what the scheduler would be
+    asked for: the template's values with the overrides applied, so a template that needs more than
+    the queue is refused here, not left pending for ever (Slurm's ``PartitionTimeLimit``). Each
+    reason names the step, the value, where it comes from and the limit; the fix is in the message."""
+    found = limit_reasons(template, queue, where, overrides, say_origin=True)
+    if found:
+        fix = "submit to a queue with higher limits"
+        if any(fixable for _, fixable in found):
+            fix = "ask for less walltime or memory in 'resources', or " + fix
+        raise ResourceError("; ".join(r for r, _ in found) + ": " + fix, "resources_beyond_limits")
+
+
+def limit_reasons(
     template: Template,
-    overrides: Mapping[str, Any] | None,
-    *,
+    queue: Any,
     where: str,
-    max_walltime_s: int | None,
-    mem_per_node_mb: int | None,
-) -> None:
-    """Refuse (400 ``resources_beyond_limits``) an overridden walltime or memory beyond the limits
-    of the queue submitted to (*where*, ``cluster/queue``), naming every step, the value and the
-    limit, in the words of the decision's feasibility check (:func:`.candidates.check_feasible`)."""
-    if not overrides:
-        return
-    reasons = []
-    for s in template.order():
-        o = overrides.get(s.name) or {}
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    say_origin: bool = False,
+) -> list[tuple[str, bool]]:
+    """Every way a step of *template* (with *overrides* applied) asks for more than *queue* allows,
+    as ``(reason, fixable)``; *fixable* when lowering walltime or memory per submission would help.
+    *queue* has the limits ``max_nodes``, ``cpus_per_node``, ``mem_per_node_mb``, ``gpus_per_node``
+    and ``max_walltime_s`` (None: no limit), as a queue row or the decision's candidate does: this is
+    the one check both the decision's feasibility (:func:`..decision.candidates.check_feasible`) and a
+    submission use. ``memory_mb`` is per node; ``gpus`` is the step's total, spread over its nodes.
+    With *say_origin*, walltime and memory reasons say where the value comes from."""
+    found: list[tuple[str, bool]] = []
+    for s in template.steps:
+        o = (overrides or {}).get(s.name) or {}
+        r = s.resources
         p = f"step '{s.name}'"
-        w = o.get("walltime_s")
-        if w is not None and max_walltime_s and w > max_walltime_s:
-            reasons.append(f"{p} asks for {_hms(w)} of walltime; {where} allows {_hms(max_walltime_s)}")
-        m = o.get("memory_mb")
-        if m is not None and mem_per_node_mb and m > mem_per_node_mb:
-            reasons.append(f"{p} needs {m} MB per node; {where} has {mem_per_node_mb} MB")
-    if reasons:
-        raise ResourceError(
-            "; ".join(reasons) + ": ask for less in 'resources', or submit to a queue with higher limits",
-            "resources_beyond_limits",
-        )
+        limit = getattr(queue, "max_nodes", None)
+        if limit is not None and r.nodes > limit:
+            found.append((f"{p} needs {r.nodes} nodes; {where} allows at most {limit}", False))
+        per_node = -(-r.cores // r.nodes)
+        limit = getattr(queue, "cpus_per_node", None)
+        if limit is not None and per_node > limit:
+            found.append((f"{p} needs {per_node} cores per node; {where} has {limit}", False))
+        mem = int(o.get("memory_mb") or r.memory_mb)
+        limit = getattr(queue, "mem_per_node_mb", None)
+        if limit is not None and mem > limit:
+            origin = _origin(o, "memory_mb") if say_origin else ""
+            found.append((f"{p} needs {mem} MB per node{origin}; {where} has {limit} MB", True))
+        gpus = -(-r.gpus // r.nodes)
+        limit = getattr(queue, "gpus_per_node", None) or 0
+        if gpus > limit:
+            found.append((f"{p} needs {gpus} GPU(s) per node; {where} has {limit}", False))
+        wall = int(o.get("walltime_s") or r.walltime_s)
+        limit = getattr(queue, "max_walltime_s", None)
+        if limit is not None and wall > limit:
+            origin = _origin(o, "walltime_s") if say_origin else ""
+            found.append(
+                (f"{p} asks for {_hms(wall)} of walltime{origin}; {where} allows {_hms(limit)}", True)
+            )
+    return found
+
+
+def _origin(override: Mapping[str, Any], key: str) -> str:
+    src = (override.get("sources") or {}).get(key) or ("user" if key in override else "")
+    return {"user": " (your 'resources')", "advice": " (the decision's advice)"}.get(src, " (the template's)")
 
 
 def resources_view(template: Template, overrides: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -177,13 +177,13 @@ def lab(world: World, tmp_path_factory) -> Lab:
             {"resources": {"nap": {"walltime": "02:00:00"}}},
             400,
             "resources_beyond_limits",
-            "step 'nap' asks for 02:00:00 of walltime; wres-local/debug allows 01:00:00",
+            "step 'nap' asks for 02:00:00 of walltime (your 'resources'); wres-local/debug allows 01:00:00",
         ),
         (
             {"resources": {"nap": {"memory_mb": 4096}}},
             400,
             "resources_beyond_limits",
-            "step 'nap' needs 4096 MB per node; wres-local/debug has 2048 MB",
+            "step 'nap' needs 4096 MB per node (your 'resources'); wres-local/debug has 2048 MB",
         ),
         ({"accept_advice": True}, 400, "advice_without_decision", "give its id as 'decision'"),
         (

@@ -7,7 +7,9 @@ tests/service/test_workflow_resources.py, on Slurm in test_resource_overrides_e2
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -29,6 +31,7 @@ from jupyter_heroes.orm_market import BudgetReservation
 from jupyter_heroes.workflows.overrides import (
     ResourceError,
     advice_resources,
+    check_limits,
     effective_template,
     merge,
     parse_resources,
@@ -139,6 +142,45 @@ def test_user_wins_over_advice_which_wins_over_the_template_key_by_key():
     assert view["memory_source"] == "advice" and view["template_walltime_s"] == 600
     plain = resources_view(t, None)["run"]
     assert (plain["walltime_s"], plain["memory_mb"], plain["source"]) == (600, 512, "template")
+
+
+def test_limits_check_what_the_scheduler_would_be_asked_for_and_say_where_it_comes_from():
+    t = _template()  # heat-pipeline: simulate asks for 01:00:00 and 256 MB, 1 node, 1 core
+    q = SimpleNamespace(
+        max_nodes=None, cpus_per_node=None, mem_per_node_mb=None, gpus_per_node=0, max_walltime_s=None
+    )
+    check_limits(t, None, where="c/q", queue=q)  # no limits: nothing to refuse
+    short = SimpleNamespace(**{**vars(q), "max_walltime_s": 1800})
+    with pytest.raises(ResourceError) as e:
+        check_limits(t, None, where="c/short", queue=short)
+    assert str(e.value) == (
+        "step 'simulate' asks for 01:00:00 of walltime (the template's); c/short allows 00:30:00: "
+        "ask for less walltime or memory in 'resources', or submit to a queue with higher limits"
+    )
+    assert e.value.reason == "resources_beyond_limits"
+    # the user's shorter walltime makes the same template fit
+    check_limits(
+        t,
+        merge(t, parse_resources(t, {"simulate": {"walltime": "00:20:00"}}), {}),
+        where="c/short",
+        queue=short,
+    )
+    # what cannot be asked for per submission: only another queue helps
+    big = dataclasses.replace(t, steps=tuple(_bigger(st) if st.name == "simulate" else st for st in t.steps))
+    small = SimpleNamespace(**{**vars(q), "max_nodes": 2, "cpus_per_node": 8})
+    with pytest.raises(ResourceError) as e:
+        check_limits(big, None, where="c/small", queue=small)
+    assert str(e.value) == (
+        "step 'simulate' needs 3 nodes; c/small allows at most 2; step 'simulate' needs 16 cores per node; "
+        "c/small has 8; step 'simulate' needs 1 GPU(s) per node; c/small has 0: "
+        "submit to a queue with higher limits"
+    )
+    check_limits(big, None, where="c/large", queue=SimpleNamespace(**{**vars(q), "gpus_per_node": 1}))
+
+
+def _bigger(step):
+    """3 nodes x 16 cores (48 tasks), 3 GPUs in all."""
+    return dataclasses.replace(step, resources=dataclasses.replace(step.resources, nodes=3, tasks=48, gpus=3))
 
 
 def test_advice_for_steps_or_values_it_does_not_cover_is_left_out():
@@ -260,17 +302,17 @@ def test_the_job_spec_both_schedulers_render_carries_the_overrides(priced):
         (
             {"resources": {"run": {"walltime": "01:00:00"}}},
             "resources_beyond_limits",
-            r"step 'run' asks for 01:00:00 of walltime; local/debug allows 00:30:00",
+            r"step 'run' asks for 01:00:00 of walltime \(your 'resources'\); local/debug allows 00:30:00",
         ),
         (
             {"resources": {"run": {"memory_mb": 4096}}},
             "resources_beyond_limits",
-            r"step 'run' needs 4096 MB per node; local/debug has 1024 MB: ask for less",
+            r"step 'run' needs 4096 MB per node \(your 'resources'\); local/debug has 1024 MB: ask for less",
         ),
         (
             {"advice": {"run": {"walltime_s": 7200, "memory_mb": 128}}},
             "resources_beyond_limits",
-            r"asks for 02:00:00 of walltime; local/debug allows 00:30:00",
+            r"asks for 02:00:00 of walltime \(the decision's advice\); local/debug allows 00:30:00",
         ),
         ({"resources": {"other": {"walltime": 60}}}, "invalid_resources", r"has no step 'other'"),
         (
@@ -351,3 +393,16 @@ def test_the_bill_and_the_learning_follow_what_the_run_asked_for(priced):
     assert float(usage[plain].mem_gb_hours) == 0.5  # the template's 512 MB for an hour
     assert float(usage[mine].mem_gb_hours) == 0.75  # the 768 MB asked for
     assert usage[plain, "asked"] == (600, 512) and usage[mine, "asked"] == (1200, 768)
+
+
+def test_a_template_beyond_the_queue_is_refused_until_the_submission_asks_for_less(priced):
+    world = priced
+    with dbutil.session_scope(world.factory) as s:
+        q = s.scalar(select(ClusterQueue).where(ClusterQueue.name == "debug"))
+        q.max_walltime_s = 300  # 5 minutes; run-python asks for 10
+    before = counts(world)
+    with pytest.raises(ResourceError, match=r"^step 'run' asks for 00:10:00 of walltime \(the template's\); local/debug allows 00:05:00: ask for less walltime or memory in 'resources'") as e:  # fmt: skip
+        create(world)
+    assert e.value.reason == "resources_beyond_limits" and counts(world) == before
+    iid, cents, _ = create(world, resources={"run": {"walltime": "00:04:00"}})
+    assert cents == 124 and counts(world) == (before[0] + 1, before[1] + 1, before[2] + 1)
