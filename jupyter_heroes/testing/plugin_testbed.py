@@ -12,7 +12,9 @@ Fixtures (all session-scoped, started on first use, stopped by PID at the end of
 
 A component that cannot start fails every test that uses it with the tail of its log (a session
 fixture's error is cached by pytest, so it is not retried per test); nothing is skipped. The start-up
-time of each component is printed in the terminal summary.
+time of each component is printed in the terminal summary. When a test fails, the tail of every
+running component's log written to during the test is added to its report (``test bed log ...``
+sections), so a failure seen only in CI can be read from CI's output.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .base import Component
+from .base import Component, tail
 from .postgres import PostgresTestbed
 from .s3 import S3Testbed
 from .slurm import SlurmCluster, SlurmTestbed
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 _startup: dict[str, str] = {}
+_running: list[Component] = []
 
 
 def _run(component: Component, label: str) -> Iterator[Component]:
@@ -44,7 +47,11 @@ def _run(component: Component, label: str) -> Iterator[Component]:
         _startup[label] = f"{secs - waited:.1f} s" + (
             f" (+{waited:.0f} s waiting for another session)" if waited >= 1 else ""
         )
-        yield component
+        _running.append(component)
+        try:
+            yield component
+        finally:
+            _running.remove(component)
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +101,30 @@ def screenshots_dir(pytestconfig: pytest.Config) -> Path:
     d = Path(pytestconfig.rootpath) / "test-artifacts" / "screenshots"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "teardown" or not report.failed:
+        return
+    for section in log_tails_since(since=call.start - 1):
+        report.sections.append(section)
+
+
+def log_tails_since(since: float, lines: int = 40) -> list[tuple[str, str]]:
+    """``(title, tail)`` of each running component's ``*.log`` modified at or after *since*."""
+    out = []
+    for component in list(_running):
+        for log in sorted(component.workdir.glob("*.log")):
+            try:
+                if log.stat().st_mtime < since:
+                    continue
+            except OSError:
+                continue
+            out.append((f"test bed log {log} (last {lines} lines)", tail(log, lines)))
+    return out
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

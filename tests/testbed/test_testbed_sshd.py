@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import time
 
 import paramiko
 import pytest
-from testbed_ssh import connect
+from testbed_ssh import Remote, connect
+
+from jupyter_heroes.testing.plugin_testbed import log_tails_since
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]
 
@@ -91,3 +94,18 @@ def _fresh_key(tmp_path) -> str:
     path = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
     return path.read_text()
+
+
+def test_a_failed_tests_report_gets_the_tail_of_the_logs_written_during_it(sshd):
+    """What the plugin adds to a failed test's report (for failures seen only in CI's output)."""
+    since = time.time() - 1
+    r = Remote(sshd)
+    try:
+        assert r.check("echo logged-in") == "logged-in\n"
+    finally:
+        r.close()
+    sections = dict(log_tails_since(since))
+    title = f"test bed log {sshd.workdir / 'sshd.log'} (last 40 lines)"
+    assert title in sections, sorted(sections)
+    assert f"Accepted publickey for {sshd.username} from 127.0.0.1" in sections[title]
+    assert log_tails_since(time.time() + 3600) == []  # nothing written since: nothing added
