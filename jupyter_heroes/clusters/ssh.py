@@ -636,8 +636,11 @@ class SSHTransport(Transport):
             if self.connected and not isinstance(exc, paramiko.SSHException | EOFError | ConnectionError):
                 # an SFTP status error on a healthy connection (e.g. "Failure"): retrying will not help
                 return TransportError(f"{op} on {where} failed: {exc}", False, "error")
+            detail = str(exc) or (
+                "the server closed the connection" if isinstance(exc, EOFError) else type(exc).__name__
+            )
             return TransportError(
-                f"SSH {op} {what}".strip() + f" on {where} failed: {exc or type(exc).__name__}",
+                f"SSH {op} {what}".strip() + f" on {where} failed: {detail}",
                 True,
                 "connection_lost",
             )

@@ -101,3 +101,20 @@ def test_paramiko_mismatch_exception_is_what_we_translate():
     assert e.key.fingerprint == openssh_fingerprint(a) and e.expected_key.fingerprint == openssh_fingerprint(
         b
     )
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (EOFError(), "the server closed the connection"),  # paramiko raises it without a message
+        (paramiko.SSHException(), "SSHException"),
+        (paramiko.SSHException("Key-exchange timed out"), "Key-exchange timed out"),
+    ],
+)
+def test_connection_errors_without_a_message_still_say_what_happened(exc, words):
+    private, _ = make_keypair()
+    _, host_public = make_keypair()
+    t = SSHTransport("login.example.org", username="heroes", host_key=host_public, private_key=private)
+    err = t._classify("run", "squeue", exc)
+    assert str(err) == f"SSH run squeue on heroes@login.example.org:22 failed: {words}"
+    assert err.transient and err.reason == "connection_lost"
