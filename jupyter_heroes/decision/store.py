@@ -309,10 +309,12 @@ def _resolve_queue(row: DecisionRow, cluster: str, queue: str) -> tuple[str, str
 
 
 def link_submission(
-    session: Session, *, org_id: int, decision_id: str, instance_id: str, cluster: str, queue: str
+    session: Session, *, org_id: int, decision_id: str, instance_id: str | None, cluster: str, queue: str
 ) -> None:
     """Record that *instance_id* was submitted to *cluster*/*queue* following decision *decision_id*
-    (the recommendation accepted, or overridden by another ranked candidate).
+    (the recommendation accepted, or overridden by another ranked candidate). With *instance_id*
+    None, only check that it could be (a submission does so before anything else about it, so a
+    placement the decision did not rank is refused as such).
 
     Raises :class:`DecisionNotFound` (404) for an unknown decision or one of another organization,
     :class:`NotACandidate` (400) if *cluster*/*queue* was not ranked by it (an empty *queue*, the
@@ -326,6 +328,8 @@ def link_submission(
             f"decision {row.id} was already followed by workflow {row.instance_id}; ask for a new "
             "decision for another submission"
         )
+    if instance_id is None:
+        return
     key = f"{cluster}/{queue}"
     row.chosen = key
     row.accepted = key == row.recommended

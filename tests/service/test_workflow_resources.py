@@ -249,15 +249,17 @@ def test_accepting_the_advice_asks_for_what_the_decision_advised(lab):
     assert advice["memory_mb"] == 128 and advice["requested_memory_mb"] == 1024, advice
     assert 60 <= advice["walltime_s"] <= 1800, advice
     assert "advice" not in rows["wres-tiny/small"]  # infeasible: nothing advised there
-    # the tiny cluster was not ranked: no advice to accept there
+    # the tiny cluster was not ranked: the decision refuses it as such, before anything else
     r = lab.call(
         RES,
         "POST",
         SUBMIT,
         {"template": "wres-sleep", "cluster": "wres-tiny", "decision": d["decision"], "accept_advice": True},
     )
-    assert r.status_code == 400 and r.json()["reason"] == "no_advice", r.text
-    assert f"decision {d['decision']} has no walltime and memory advice for wres-tiny/" in r.json()["message"]
+    assert r.status_code == 400 and r.json()["reason"] == "not_a_candidate", r.text
+    assert r.json()["message"].startswith(
+        f"wres-tiny/(default queue) was not a ranked candidate of decision {d['decision']} (ranked: wres-local/debug)"
+    )
     # the user's own walltime (which wins), the advice's memory
     inst = lab.ok(
         RES,
@@ -295,3 +297,24 @@ def test_accepting_the_advice_asks_for_what_the_decision_advised(lab):
         assert time.monotonic() < deadline, view
         time.sleep(0.3)
     assert view["state"] == "completed" and view["resources"] == inst["resources"], view
+
+
+def test_accepting_advice_a_ranked_candidate_was_stored_without_is_refused(lab):
+    d = lab.ok(RES, "POST", "/organization/decision/decide", {"template": "wres-sleep"}, 201)
+    from jupyter_heroes.orm_decision import Decision
+
+    with lab.world.db() as s:  # a decision stored before advice existed (or whose advice failed)
+        row = s.get(Decision, d["decision"])
+        row.candidates = [{k: v for k, v in c.items() if k != "advice"} for c in row.candidates]
+        s.commit()
+    before = lab.counts()
+    body = {"template": "wres-sleep", "cluster": "wres-local", "queue": "debug", "decision": d["decision"]}
+    r = lab.call(RES, "POST", SUBMIT, {**body, "accept_advice": True})
+    assert r.status_code == 400 and r.json()["reason"] == "no_advice", r.text
+    assert (
+        f"decision {d['decision']} has no walltime and memory advice for wres-local/debug"
+        in r.json()["message"]
+    )
+    assert lab.counts() == before  # nothing stored, and the decision can still be followed
+    inst = lab.ok(RES, "POST", SUBMIT, body, 201)
+    assert inst["resources"]["nap"]["source"] == "template"

@@ -450,6 +450,8 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
             raise ApiError(403, "only users (not services) submit workflows", "not_a_user")
         label = cluster_label(s, cluster, org.id)
         decision = body.get("decision")
+        if decision:  # the decision's own refusals (not a candidate, already used) come first
+            _link_decision(s, org.id, decision, None, label, queue)
         advice = _decision_advice(s, org.id, decision, label, queue) if body.get("accept_advice") else None
         try:
             inst = engine.create_instance(
@@ -550,9 +552,12 @@ def _api_error(e: Exception) -> Exception:
     return ApiError(status, getattr(e, "message", str(e)), reason.replace("-", "_"))
 
 
-def _link_decision(s: Any, org_id: int, decision_id: str, instance_id: str, cluster: str, queue: str) -> None:
-    """Record which decision a submission followed; the store's errors (unknown decision: 404, a
-    placement the decision did not offer: 409, ...) carry their status and reason."""
+def _link_decision(
+    s: Any, org_id: int, decision_id: str, instance_id: str | None, cluster: str, queue: str
+) -> None:
+    """Record which decision a submission followed (with *instance_id* None: check that it may); the
+    store's errors (unknown decision: 404, a placement the decision did not rank: 400, a decision
+    already followed: 409) carry their status and reason."""
     try:
         from ...decision.store import link_submission
     except ImportError:
