@@ -83,6 +83,15 @@ def _send_eof(chan: paramiko.Channel) -> None:
             chan.transport._send_user_message(m)
 
 
+def _detail(exc: BaseException | None) -> str:
+    """What went wrong, also for the exceptions paramiko raises without a message."""
+    if exc is None:
+        return "no reason given"
+    if str(exc):
+        return str(exc)
+    return "the server closed the connection" if isinstance(exc, EOFError) else type(exc).__name__
+
+
 def parse_public_key(text: str) -> paramiko.PKey:
     """``"ssh-ed25519 AAAA... [comment]"`` (one line of a ``.pub`` or ``ssh-keyscan``) -> PKey."""
     parts = (text or "").strip().split()
@@ -405,7 +414,9 @@ class SSHTransport(Transport):
                     await asyncio.sleep(random.uniform(0.05, 0.2))
                 elif t.is_active():
                     raise TransportError(
-                        f"could not open an SSH channel to {self.describe()}: {cause}", True, "channel_failed"
+                        f"could not open an SSH channel to {self.describe()}: {_detail(cause)}",
+                        True,
+                        "channel_failed",
                     ) from e
                 # else: the connection died before the command was sent; reconnect and send it
 
@@ -636,11 +647,8 @@ class SSHTransport(Transport):
             if self.connected and not isinstance(exc, paramiko.SSHException | EOFError | ConnectionError):
                 # an SFTP status error on a healthy connection (e.g. "Failure"): retrying will not help
                 return TransportError(f"{op} on {where} failed: {exc}", False, "error")
-            detail = str(exc) or (
-                "the server closed the connection" if isinstance(exc, EOFError) else type(exc).__name__
-            )
             return TransportError(
-                f"SSH {op} {what}".strip() + f" on {where} failed: {detail}",
+                f"SSH {op} {what}".strip() + f" on {where} failed: {_detail(exc)}",
                 True,
                 "connection_lost",
             )
