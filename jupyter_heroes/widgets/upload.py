@@ -24,6 +24,7 @@ Python code and tests may also set :attr:`value` as with ``FileUpload`` (dicts w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -161,8 +162,30 @@ class ChunkedUpload(anywidget.AnyWidget):
             "on_file": on_file,
             "on_done": on_done,
             "on_bytes": on_bytes,
+            "timer": None,
         }
+        self._watch()
         self._next_file()
+
+    def _watch(self) -> None:
+        """In a running kernel (its event loop), look again when the transfer would turn stale, so a
+        page closed mid-transfer ends it (the spool file removed, ``on_done`` told) without waiting
+        for the next question to :attr:`busy`."""
+        a = self._active
+        if a is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (plain Python): busy still ends an abandoned transfer when asked
+
+        def look() -> None:
+            a["timer"] = None
+            if self._active is a and self.busy:  # busy ends it when stale; else look again later
+                self._watch()
+
+        wait = max(0.0, self.stale_after - (time.monotonic() - a["seen"])) + 0.05
+        a["timer"] = loop.call_later(wait, look)
 
     def _next_file(self) -> None:
         a = self._active
@@ -206,6 +229,8 @@ class ChunkedUpload(anywidget.AnyWidget):
         if a is None:
             return
         self._active = None
+        if a.get("timer") is not None:
+            a["timer"].cancel()
         if a["spool"] is not None:
             f, path = a["spool"]
             f.close()

@@ -8,6 +8,7 @@ service with the test bed's S3 server."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -199,3 +200,43 @@ def test_data_browser_stores_files_sent_in_slices(client):
         assert "nothing uploaded" in db.status.value
     finally:
         db.close()
+
+
+def spooled(path: str) -> bool:
+    return os.path.exists(path)
+
+
+async def test_in_a_running_kernel_an_abandoned_transfer_ends_by_itself():
+    """ipykernel runs an event loop: the page closed mid-transfer is noticed without asking busy."""
+    up = ChunkedUpload(chunk_size=4)
+    up.stale_after = 0.5
+    page = Page(up, {"a.bin": b"0123456789abcdef"})
+    ended: list[tuple[bool, str]] = []
+    up.transfer(lambda i, m, p: True, lambda ok, m: ended.append((ok, m)))
+    spool = up._active["spool"][1]
+    # two slices 0.1 s apart, then the page goes away
+    msg, buffers = page._queue.pop(0)
+    deliver(up, msg, buffers)
+    await asyncio.sleep(0.1)
+    msg, buffers = page._queue.pop(0)
+    deliver(up, msg, buffers)
+    assert ended == [] and spooled(spool)
+    await asyncio.sleep(1.5)
+    assert ended == [(False, "no slice came from the page for 0 s; upload again")]
+    assert page.sent[-1]["type"] == "abort" and not spooled(spool) and not up.busy
+
+
+async def test_in_a_running_kernel_a_slow_but_live_transfer_completes():
+    up = ChunkedUpload(chunk_size=4)
+    up.stale_after = 1.5
+    page = Page(up, {"a.bin": b"0123456789abcdef"})
+    got: list[bytes] = []
+    ended: list[tuple[bool, str]] = []
+    up.transfer(lambda i, m, p: got.append(Path(p).read_bytes()) or True, lambda ok, m: ended.append((ok, m)))
+    while page._queue:  # a slice every 0.25 s: slow, but never stale
+        await asyncio.sleep(0.25)
+        msg, buffers = page._queue.pop(0)
+        deliver(up, msg, buffers)
+    await asyncio.sleep(2)  # no watchdog left behind to abort a finished transfer
+    assert ended == [(True, "")] and got == [b"0123456789abcdef"]
+    assert [m["type"] for m in page.sent].count("abort") == 0
