@@ -53,6 +53,7 @@ from traitlets.config import LoggingConfigurable
 from ..accounting import budgets as budget_ops
 from ..accounting.ledger import record_job, settle_from_ledger, site_offer, upper_bound_cost
 from ..accounting.money import convert_cents, from_cents
+from ..background import spawn
 from ..clusters.registry import backend_for
 from ..clusters.scheduler import JobState, Scheduler, SchedulerError, SubmitError
 from ..clusters.spec import JobSpec
@@ -149,7 +150,7 @@ class BackendPool:
     def forget(self, cluster_id: int) -> None:
         pair = self._backends.pop(cluster_id, None)
         if pair:
-            asyncio.ensure_future(pair[0].close())
+            spawn(pair[0].close(), f"closing the connection of cluster {cluster_id}", log)
 
     async def close(self) -> None:
         pairs, self._backends = list(self._backends.values()), {}

@@ -45,6 +45,7 @@ from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from .. import orm
+from ..background import spawn
 from ..clusters.local import LocalTransport
 from ..clusters.transport import Transport
 from ..data import names
@@ -129,7 +130,8 @@ class OrgStores(LoggingConfigurable):
         old = self._cache.pop(org_id, None)
         if old is not None:
             with contextlib.suppress(RuntimeError):  # no running loop: nothing in flight to wait for
-                asyncio.get_running_loop().create_task(old[1].close())
+                asyncio.get_running_loop()
+                spawn(old[1].close(), f"closing the storage client of organization {org_id}")
 
     async def close(self) -> None:
         cached, self._cache = list(self._cache.values()), {}

@@ -34,6 +34,7 @@ from tornado.iostream import StreamClosedError
 
 from ... import orm
 from ...accounting.money import from_cents
+from ...background import spawn
 from ...marketplace.common import describe_availability
 from ...marketplace.offers import EnabledOffer, enabled_offer_for, enabled_offers, queue_limits
 from ...orm_market import BudgetReservation, JobOfferPin, MarketOfferVersion
@@ -495,7 +496,7 @@ class SubmitAPIHandler(WorkflowMixin, APIHandler):
         self.ecs_fields["heroes.workflow"] = inst.id
         view = instance_view(s, inst, org)
         s.commit()  # persisted before anything is sent
-        asyncio.ensure_future(engine.launch(inst.id))
+        spawn(engine.launch(inst.id), f"launching workflow {inst.id}", engine.log)
         return view
 
 
