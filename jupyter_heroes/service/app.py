@@ -30,6 +30,7 @@ from traitlets import Bool, Integer, List, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__, dbutil, orm
+from ..background import spawn
 from ..crypt import CRYPT_KEY_ENV, SecretBox
 from ..log import ecs, setup_logging, strip_query
 from . import apihandlers, openapi
@@ -419,7 +420,7 @@ class HeroesService(Application):
             loop.add_signal_handler(sig, stop.set)
         t0 = time.monotonic()
         # recovery (reconciling unfinished instances with their clusters) runs beside the API
-        recovery = asyncio.ensure_future(self.workflows.start())
+        recovery = spawn(self.workflows.start(), "recovering unfinished workflows", self.log)
         try:
             await stop.wait()
         finally:
