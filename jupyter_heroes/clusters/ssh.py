@@ -75,12 +75,17 @@ def _send_eof(chan: paramiko.Channel) -> None:
     OpenSSH has already freed, and it drops the whole connection ("ieof packet referred to
     nonexistent channel"), taking every command in flight on it along. Sending while holding the lock,
     as paramiko's own ``Channel.send`` does, keeps EOF before CLOSE (the fix of paramiko-ng#101)."""
+    build = getattr(chan, "_send_eof", None)
+    send = getattr(chan.transport, "_send_user_message", None)
+    if build is None or send is None:  # a paramiko without these internals: its own, racy way
+        chan.shutdown_write()
+        return
     with chan.lock:
         if chan.closed or chan.eof_sent:
             return
-        m = chan._send_eof()
-        if m is not None and chan.transport is not None:
-            chan.transport._send_user_message(m)
+        m = build()
+        if m is not None:
+            send(m)
 
 
 def _detail(exc: BaseException | None) -> str:
