@@ -21,7 +21,7 @@ import secrets
 import shlex
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -378,9 +378,12 @@ class Scheduler(LoggingConfigurable):
     def merge(self, queued: JobStatus | None, history: JobStatus | None) -> JobStatus:
         """One status from what the queue said (``queued``, final) and what the history said. The
         queue is authoritative on the state while it knows the job (accounting may lag behind it);
-        the history adds exit codes when it agrees."""
+        the history adds exit codes when it agrees. A job the queue already calls completed while the
+        history lags has exit status 0: completed means every process exited 0."""
         if history is None or (queued is not None and history.state is not queued.state):
             assert queued is not None
+            if queued.state is JobState.COMPLETED and queued.exit_code is None:
+                return replace(queued, exit_code=0, signal=0)
             return queued
         return history
 

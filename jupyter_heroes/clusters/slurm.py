@@ -286,9 +286,6 @@ class SlurmScheduler(Scheduler):
         if status is history and queued is not None and queued.reason_code.startswith("Dependency"):
             # sacct often records "None" or "Dependency" for a job killed because a dependency failed
             status = replace(status, reason=queued.reason, reason_code=queued.reason_code)
-        if status is queued and status.state is JobState.COMPLETED and status.exit_code is None:
-            # squeue knows the end before slurmdbd does; Slurm's COMPLETED means every process exited 0
-            status = replace(status, exit_code=0, signal=0)
         return status
 
     def is_transient(self, stderr: str) -> bool:
