@@ -15,9 +15,10 @@ For each file:
    object's ETag and size. If an earlier run was interrupted and the source is unchanged, the copy
    continues from the ``.part`` file's size with a ranged, ETag-conditional read; otherwise it
    starts over.
-3. **Verify**: the SHA-256 of the bytes received must match the object's recorded checksum (or the
-   MD5 ETag of a single-part object) and the checksum of the file as it landed on the cluster;
-   only then is ``.part`` renamed over the destination. Outputs are checked by the object store's
+3. **Verify**: the checksum of the file as it landed on the cluster must be the object's recorded
+   SHA-256; only then is ``.part`` renamed over the destination. For an object without one, the
+   bytes received are hashed on the way: their MD5 must be the ETag of a single-part object, and
+   the landed file must have their SHA-256. Outputs are checked by the object store's
    ETag (MD5 per part, computed on the server) and the file's checksum on the cluster. A mismatch
    removes what was written and fails that file with :class:`IntegrityError`.
 
@@ -538,10 +539,14 @@ class Stager:
         # 2. resume an interrupted copy of the same source version, or start afresh; files smaller
         # than resumable_size always start afresh (cheaper than the bookkeeping)
         offset = 0
-        # the MD5 is needed only for objects without a recorded SHA-256 whose ETag is an MD5; not
-        # knowing yet (no HEAD), the digest decides when the GET's headers arrive
+        # The file as it lands is always checked against the source (step 4). Where the source's
+        # SHA-256 is recorded that check is the whole verification and the bytes passing through
+        # are not hashed here; otherwise their SHA-256 (and, for an MD5 ETag, MD5) is computed on
+        # the way. Not knowing yet (no HEAD), the digest decides when the GET's headers arrive.
         digest = _Digest(
-            md5=not obj.sha256 and bool(_PLAIN_ETAG.match(obj.etag)), decided=bool(obj.sha256) or need_stat
+            sha=not obj.sha256,
+            md5=not obj.sha256 and bool(_PLAIN_ETAG.match(obj.etag)),
+            decided=bool(obj.sha256) or need_stat,
         )
         got_headers: dict[str, str] = {}
         saved = (
@@ -556,8 +561,9 @@ class Stager:
             durable = saved.get("done", part_st.size)
             offset = min(durable, part_st.size) if isinstance(durable, int) and durable >= 0 else 0
             digest.decided = True
-            async for chunk in self._read_target(part, limit=offset):
-                await asyncio.to_thread(digest.update, chunk)
+            if digest.active:  # no recorded checksum: the bytes already there count in the digest
+                async for chunk in self._read_target(part, limit=offset):
+                    await asyncio.to_thread(digest.update, chunk)
             rec.resumed_from = offset
         elif resumable:
             await self._write_meta(meta, identity)
@@ -593,7 +599,10 @@ class Stager:
 
                 async def write(chunk: bytes) -> None:
                     digest.decide(got_headers)
-                    await asyncio.gather(asyncio.to_thread(digest.update, chunk), f.write(chunk))
+                    if digest.active:
+                        await asyncio.gather(asyncio.to_thread(digest.update, chunk), f.write(chunk))
+                    else:
+                        await f.write(chunk)
 
                 if offset < obj.size:
                     src = self.storage.download(
@@ -608,37 +617,40 @@ class Stager:
             finally:
                 await f.close()
         expected = obj.sha256 or _recorded_sha256(got_headers)
-        sha, md5 = digest.sha, digest.md5
 
         # 4. verify, then move into place
-        got = sha.hexdigest()
-        rec.sha256 = got
         if done != obj.size:
             await self._discard(part, meta)
             raise IntegrityError(
                 f"{rec.file}: received {done} bytes, expected {obj.size}; run the staging again"
             )
-        if expected:
-            intact = got == expected
-        else:  # objects not uploaded through HEROES: a single-part object's ETag is its MD5
-            intact = not _PLAIN_ETAG.match(obj.etag) or md5.hexdigest() == obj.etag
-        if not intact:
-            await self._discard(part, meta)
-            raise IntegrityError(
-                f"{rec.file}: the bytes received do not match the object's checksum; the partial copy was removed, "
-                "run the staging again"
-            )
-        await self.target.rename(part, dest)
+        if digest.sha is not None:  # no recorded SHA-256 when the copy began: hashed on the way
+            got = digest.sha.hexdigest()
+            if expected:
+                intact = got == expected
+            else:  # objects not uploaded through HEROES: a single-part object's ETag is its MD5
+                intact = digest.md5 is None or digest.md5.hexdigest() == obj.etag
+            if not intact:
+                await self._discard(part, meta)
+                raise IntegrityError(
+                    f"{rec.file}: the bytes received do not match the object's checksum; the partial copy was "
+                    "removed, run the staging again"
+                )
+        elif expected:
+            got = expected
+        else:  # cannot happen: the digest stops hashing only for a recorded SHA-256
+            raise IntegrityError(f"{rec.file}: no checksum to verify against; run the staging again")
+        rec.sha256 = got
         landed = await landing.result() if landing is not None else None
         if landed != got:  # not followed, or the follower could not tell: a pass over the file
-            landed = await self._target_sha256(dest, done)
+            landed = await self._target_sha256(part, done)
         if landed != got:
-            await self._remove_quietly(dest)
-            await self._remove_quietly(meta)
+            await self._discard(part, meta)
             raise IntegrityError(
-                f"{rec.file}: the file on the cluster does not match the bytes sent (sha256 {landed[:12]}... vs "
-                f"{got[:12]}...); it was removed, run the staging again"
+                f"{rec.file}: the file on the cluster does not match the object's checksum (sha256 "
+                f"{landed[:12]}... vs {got[:12]}...); the partial copy was removed, run the staging again"
             )
+        await self.target.rename(part, dest)
         if resumable:
             await self._remove_quietly(meta)
         rec.outcome = "resumed" if rec.resumed_from else "copied"
@@ -715,7 +727,8 @@ class Stager:
                     await cond.wait_for(lambda: state["hashed"] in received)
                     chunks = received.pop(state["hashed"])
                 digest.decide(got_headers)
-                await asyncio.to_thread(digest.update_all, chunks)
+                if digest.active:
+                    await asyncio.to_thread(digest.update_all, chunks)
                 del chunks
                 async with cond:
                     state["hashed"] += 1
@@ -909,20 +922,26 @@ def _root(instance_dir: str, subdir: str) -> str:
 
 class _Digest:
     """The SHA-256 (and, for objects whose only checksum is an MD5 ETag, the MD5) of the bytes
-    received. Without a HEAD it is not known yet whether the MD5 is needed: :meth:`decide` drops it
-    once the GET's headers show a recorded SHA-256."""
+    received, for sources without a recorded SHA-256. Without a HEAD it is not known yet whether
+    one is recorded: :meth:`decide` stops hashing once the GET's headers show it (the file as it
+    lands is then checked against it, and hashing the bytes on the way would add nothing)."""
 
-    def __init__(self, *, md5: bool, decided: bool) -> None:
-        self.sha = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self._hashes: tuple[Any, ...] = (self.sha, self.md5) if md5 else (self.sha,)
+    def __init__(self, *, sha: bool, md5: bool, decided: bool) -> None:
+        self.sha: Any = hashlib.sha256() if sha else None
+        self.md5: Any = hashlib.md5(usedforsecurity=False) if md5 else None
+        self._hashes: tuple[Any, ...] = tuple(h for h in (self.sha, self.md5) if h is not None)
         self.decided = decided
+
+    @property
+    def active(self) -> bool:
+        return bool(self._hashes)
 
     def decide(self, headers: dict[str, str]) -> None:
         if not self.decided and headers:
             self.decided = True
             if _recorded_sha256(headers):
-                self._hashes = (self.sha,)
+                self.sha = self.md5 = None
+                self._hashes = ()
 
     def update(self, chunk: bytes) -> None:
         for h in self._hashes:

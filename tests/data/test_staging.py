@@ -15,6 +15,7 @@ import pytest
 from jupyter_heroes.data import names
 from jupyter_heroes.data.errors import Forbidden, InvalidName, QuotaExceeded
 from jupyter_heroes.data.staging import Stager, StagingError
+from jupyter_heroes.data.storage import SHA256_META
 from jupyter_heroes.data.target import LocalTarget
 from jupyter_heroes.data.tenancy import DataAccess, QuotaLedger, Quotas
 
@@ -199,10 +200,19 @@ async def test_small_files_restart_instead_of_resuming(storage, target, bucket, 
     assert sorted(p.name for p in inst.iterdir()) == ["small.bin"]
 
 
-async def test_a_corrupted_part_file_fails_verification_then_recovers(storage, target, bucket, tmp_path):
+@pytest.mark.parametrize("uploader", ["heroes", "other"])
+async def test_a_corrupted_part_file_fails_verification_then_recovers(
+    storage, target, boto, bucket, tmp_path, uploader
+):
     data = os.urandom(2 * MiB)
-    await storage.upload(bucket, "in/data.bin", data)
+    if uploader == "heroes":  # the SHA-256 is recorded: the file as it lands is checked against it
+        await storage.upload(bucket, "in/data.bin", data)
+        message = r"data.bin: the file on the cluster does not match the object's checksum \(sha256 "
+    else:  # no recorded SHA-256: the bytes are hashed on the way, the resumed prefix read back
+        boto.put_object(Bucket=bucket, Key="in/data.bin", Body=data)
+        message = "data.bin: the bytes received do not match the object's checksum"
     info = await storage.stat(bucket, "in/data.bin")
+    assert bool(info.sha256) is (uploader == "heroes")
     inst = tmp_path / "inst"
     inst.mkdir()
     # same version, but the bytes on disk were damaged
@@ -211,14 +221,32 @@ async def test_a_corrupted_part_file_fails_verification_then_recovers(storage, t
         f'{{"bucket": "{bucket}", "key": "in/data.bin", "etag": "{info.etag}", "size": {info.size}}}'
     )
     stager = Stager(storage, target, resumable_size=MiB)
-    with pytest.raises(
-        StagingError, match="data.bin: the bytes received do not match the object's checksum"
-    ) as e:
+    with pytest.raises(StagingError, match=message) as e:
         await stager.stage_in(bucket, str(inst), prefix="in/")
     assert e.value.reason == "checksum_mismatch" and not e.value.transient
-    assert not (inst / "data.bin").exists() and not (inst / "data.bin.part").exists()
+    assert list(inst.iterdir()) == []  # neither the damaged file nor its record is left
     report = await stager.stage_in(bucket, str(inst), prefix="in/")
     assert report.records[0].outcome == "copied" and (inst / "data.bin").read_bytes() == data
+
+
+async def test_a_wrong_recorded_checksum_fails_and_leaves_nothing(storage, target, boto, bucket, tmp_path):
+    """The recorded SHA-256 is what the file that lands must match: an object whose content no
+    longer matches it (written by another tool, metadata kept) never reaches its place."""
+    data = os.urandom(3 * MiB)
+    boto.put_object(
+        Bucket=bucket,
+        Key="in/data.bin",
+        Body=data,
+        Metadata={SHA256_META: hashlib.sha256(b"other").hexdigest()},
+    )
+    boto.put_object(Bucket=bucket, Key="in/fine.bin", Body=b"fine", Metadata={SHA256_META: sha(b"fine")})
+    inst = tmp_path / "inst"
+    stager = Stager(storage, target)
+    with pytest.raises(StagingError, match="data.bin: the file on the cluster does not match") as e:
+        await stager.stage_in(bucket, str(inst), prefix="in/")
+    assert [r.file for r in e.value.report.failed] == ["data.bin"]
+    assert sorted(p.name for p in inst.iterdir()) == ["fine.bin"]
+    assert (inst / "fine.bin").read_bytes() == b"fine"
 
 
 async def test_traversal_keys_never_leave_the_instance_directory(storage, target, boto, bucket, tmp_path):

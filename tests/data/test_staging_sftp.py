@@ -21,6 +21,10 @@ pytestmark = [pytest.mark.s3, pytest.mark.slurm]
 MiB = 1024 * 1024
 
 
+def _read(path: str) -> bytes:  # the sshd serves this machine's files
+    return Path(path).read_bytes()
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -162,6 +166,37 @@ async def test_resume_after_the_ssh_server_is_killed(
     # and once more: everything is in place, nothing moves
     final = await Stager(storage, sftp_target()).stage_in(bucket, instance_dir, prefix="in/")
     assert (final.copied, final.skipped, final.bytes) == (0, 3, 0)
+
+
+@pytest.mark.parametrize("max_write_request", [224 * 1024, 0], ids=["large-requests", "one-packet"])
+async def test_writes_arrive_whole_at_any_request_size(sftp_target, instance_dir, max_write_request):
+    target = sftp_target(max_write_request=max_write_request, write_window=16)
+    await target.makedirs(instance_dir)
+    path = f"{instance_dir}/w.bin"
+    data = os.urandom(3 * MiB + 12345)
+    f = await target.open(path, "wb")
+    try:  # odd sizes: requests end mid-packet and span the channel's window
+        for i in range(0, len(data), 777_777):
+            await f.write(data[i : i + 777_777])
+    finally:
+        await f.close()
+    # OpenSSH states its limit (limits@openssh.com): 256 KiB messages, 255 KiB of data per write;
+    # with large requests off the server is not asked
+    assert target.write_limit == (255 * 1024 if max_write_request else 0)
+    assert _read(path) == data
+    # writing at an offset (a resumed copy) and appending go through the same requests
+    f = await target.open(path, "r+b")
+    try:
+        await f.seek(MiB)
+        await f.write(b"x" * (MiB + 5))
+    finally:
+        await f.close()
+    f = await target.open(path, "ab")
+    try:
+        await f.write(b"tail")
+    finally:
+        await f.close()
+    assert _read(path) == data[:MiB] + b"x" * (MiB + 5) + data[2 * MiB + 5 :] + b"tail"
 
 
 async def test_checksum_follow_hashes_a_file_as_it_lands(sftp_target, instance_dir):
