@@ -7,9 +7,13 @@ by ``rclone copy`` from the same S3 source to rclone's own sftp backend with the
 same number of parallel transfers (rclone checks the MD5 where S3 has one). Each data set is
 copied ``--rounds`` times by each tool, the order alternating between rounds. ``--json`` prints one
 JSON object last: ``figures`` (HEROES: median MiB/s over the wall time of each copy, and every
-copy's seconds), ``baseline`` (the same for rclone), ``ratio`` (per data set, the median of the
-rounds' rclone seconds / HEROES seconds: above 1 is faster than rclone) and ``runs`` (every round,
-with the 1-minute load average when it started: the machine may be shared).
+copy's seconds, and the median CPU seconds per GiB of this process during the copy, every thread),
+``baseline`` (the same for rclone: its own CPU, from the children's rusage), ``ratio`` (per data
+set, the median of the rounds' rclone seconds / HEROES seconds: above 1 is faster than rclone; and
+``<data set>_cpu``, rclone's median CPU seconds / ours: above 1 uses less CPU, a figure the
+machine's other load disturbs much less than wall time) and ``runs`` (every round, with the 1-minute
+load average when it started: the machine may be shared). Neither CPU figure includes the server
+side (sshd, the checksum processes on the cluster, the object store).
 
 ``--rss-check`` instead streams ``--size`` MiB up to the store and back through
 :class:`~jupyter_heroes.data.storage.S3Storage` and reports this process's peak RSS growth (run it
@@ -30,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -170,23 +175,32 @@ def remote_tree_size(client: paramiko.SSHClient, path: str) -> tuple[int, int]:
 
 async def bench_heroes(
     storage: S3Storage, ssh: Any, bucket: str, prefix: str, dest: str, parallel: int
-) -> float:
+) -> tuple[float, float]:
+    """Wall seconds of the staging run, and this process's CPU seconds during it (every thread)."""
     client = connect(ssh)
     # as the engine's ObjectStoreStager does (prefer_aead: re-key the connection to AES-GCM)
     target = SFTPTarget(client.open_sftp(), max_channels=parallel + 2, prefer_aead=True)
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         report = await Stager(storage, target, parallel=parallel).stage_in(bucket, dest, prefix=prefix)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         assert report.ok and report.copied == len(report.records), report.summary()
-        return seconds
+        return seconds, cpu
     finally:
         await target.close()
         client.close()
 
 
-def bench_rclone(env: dict[str, str], bucket: str, prefix: str, dest: str, parallel: int) -> float:
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def bench_rclone(
+    env: dict[str, str], bucket: str, prefix: str, dest: str, parallel: int
+) -> tuple[float, float]:
+    """Wall seconds of ``rclone copy``, and rclone's CPU seconds (every thread)."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     cp = subprocess.run(
         [
             "rclone",
@@ -203,10 +217,10 @@ def bench_rclone(env: dict[str, str], bucket: str, prefix: str, dest: str, paral
         text=True,
         timeout=7200,
     )
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if cp.returncode:
         raise SystemExit(f"rclone copy failed ({cp.returncode}):\n{cp.stderr[-3000:]}")
-    return seconds
+    return seconds, cpu
 
 
 def _median(values: list[float]) -> float:
@@ -244,15 +258,21 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
             )
             ours_s: list[float] = []
             theirs_s: list[float] = []
+            ours_cpu: list[float] = []
+            theirs_cpu: list[float] = []
             for r in range(args.rounds):
                 mine, other = f"{root}/heroes-{name}-{r}", f"{root}/rclone-{name}-{r}"
                 load = os.getloadavg()[0]
                 if r % 2 == 0:
-                    ours = await bench_heroes(storage, ssh, bucket, prefix, mine, args.parallel)
-                    theirs = await asyncio.to_thread(bench_rclone, env, bucket, prefix, other, args.parallel)
+                    ours, cpu_ours = await bench_heroes(storage, ssh, bucket, prefix, mine, args.parallel)
+                    theirs, cpu_theirs = await asyncio.to_thread(
+                        bench_rclone, env, bucket, prefix, other, args.parallel
+                    )
                 else:
-                    theirs = await asyncio.to_thread(bench_rclone, env, bucket, prefix, other, args.parallel)
-                    ours = await bench_heroes(storage, ssh, bucket, prefix, mine, args.parallel)
+                    theirs, cpu_theirs = await asyncio.to_thread(
+                        bench_rclone, env, bucket, prefix, other, args.parallel
+                    )
+                    ours, cpu_ours = await bench_heroes(storage, ssh, bucket, prefix, mine, args.parallel)
                 for who in ("heroes", "rclone"):
                     n, total = remote_tree_size(client, f"{root}/{who}-{name}-{r}")
                     assert (n, total) == (files, size), (
@@ -261,6 +281,8 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
                 client.exec_command(f"rm -rf {shlex.quote(root)}/*-{name}-{r}", timeout=600)[1].read()
                 ours_s.append(ours)
                 theirs_s.append(theirs)
+                ours_cpu.append(cpu_ours)
+                theirs_cpu.append(cpu_theirs)
                 run = {
                     "dataset": name,
                     "round": r,
@@ -268,23 +290,29 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
                     "heroes_mib_s": round(args.size / ours, 1),
                     "rclone_mib_s": round(args.size / theirs, 1),
                     "ratio": round(theirs / ours, 3),
+                    "heroes_cpu_s": round(cpu_ours, 2),
+                    "rclone_cpu_s": round(cpu_theirs, 2),
                     "load_avg_1m": round(load, 1),
                 }
                 runs.append(run)
                 print(
                     f"{name} round {r}: HEROES {run['heroes_mib_s']} MiB/s ({ours:.1f}s), rclone "
-                    f"{run['rclone_mib_s']} MiB/s ({theirs:.1f}s), ratio {run['ratio']} (load {load:.1f})",
+                    f"{run['rclone_mib_s']} MiB/s ({theirs:.1f}s), ratio {run['ratio']}; CPU s HEROES "
+                    f"{cpu_ours:.2f}, rclone {cpu_theirs:.2f} (load {load:.1f})",
                     file=sys.stderr,
                 )
             figures[name] = {
                 "mib_s": round(args.size / _median(ours_s), 1),
                 "seconds": [round(x, 3) for x in ours_s],
+                "cpu_s_per_gib": round(_median(ours_cpu) * 1024 / args.size, 2),
             }
             baseline[name] = {
                 "mib_s": round(args.size / _median(theirs_s), 1),
                 "seconds": [round(x, 3) for x in theirs_s],
+                "cpu_s_per_gib": round(_median(theirs_cpu) * 1024 / args.size, 2),
             }
             ratio[name] = round(_median([t / o for o, t in zip(ours_s, theirs_s, strict=True)]), 3)
+            ratio[name + "_cpu"] = round(_median(theirs_cpu) / max(_median(ours_cpu), 1e-9), 3)
             await storage.delete_objects(bucket, [o.key async for o in storage.iter_objects(bucket, prefix)])
     finally:
         client.exec_command(f"rm -rf {shlex.quote(root)}", timeout=600)[1].read()
