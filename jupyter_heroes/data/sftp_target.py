@@ -51,7 +51,16 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
 import paramiko
-from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_STATUS, CMD_WRITE, SFTPError
+from paramiko.sftp import (
+    CMD_DATA,
+    CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
+    CMD_READ,
+    CMD_STATUS,
+    CMD_WRITE,
+    SFTPError,
+    int64,
+)
 
 from .errors import Unavailable
 from .target import MODES, BlockingTarget, TargetEntry, TargetFile, TargetStat, ThreadFile
@@ -201,6 +210,89 @@ class _WindowedWriter:
             self._f.close()
 
 
+class _WindowedReader:
+    """Sequential reads of an open SFTP file, fetched at most *window* bytes ahead of the reader
+    in requests of *request* bytes (the server's stated read limit, else 32 KiB). paramiko's
+    ``prefetch`` asks for the whole file at once and keeps whatever arrives, so a reader slower than
+    the network (an upload to the object store) ends up holding the whole file in memory."""
+
+    def __init__(self, f: paramiko.SFTPFile, window: int, request: int) -> None:
+        self._f = f
+        self._sftp = f.sftp
+        self._handle = f.handle
+        self._request = max(4096, request)
+        self._window = max(1, window // self._request)
+        self._next = 0  # offset of the next request
+        self._pending: collections.deque[tuple[int, int, int]] = collections.deque()  # id, offset, length
+        self._rest = b""  # received beyond what the last read asked for
+        self._ramp = 1  # requests in flight allowed now
+        self._eof = False
+
+    def _ask(self, offset: int, length: int) -> int:
+        return self._sftp._async_request(type(None), CMD_READ, self._handle, int64(offset), length)
+
+    def _fill(self) -> None:
+        # slow start: one request, then twice as many after each answer, up to the window (a
+        # small file costs one request, not a window of them answered "end of file")
+        while not self._eof and len(self._pending) < self._ramp:
+            self._pending.append((self._ask(self._next, self._request), self._next, self._request))
+            self._next += self._request
+
+    def _take(self, num: int, offset: int, length: int) -> bytes:
+        """The data of request *num*; a short answer is completed before anything later is
+        returned, and the end of the file stops further requests."""
+        parts: list[bytes] = []
+        while True:
+            try:
+                t, msg = self._sftp._read_response(num)
+            except EOFError:
+                self._eof = True
+                break
+            if t != CMD_DATA:
+                raise SFTPError("the server answered a read with something other than data")
+            data = msg.get_string()
+            parts.append(data)
+            if not data or len(data) >= length:
+                break
+            offset, length = offset + len(data), length - len(data)  # a short read: ask for the rest
+            num = self._ask(offset, length)
+        return b"".join(parts)
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size >= 0 else 1 << 62
+        out: list[bytes] = []
+        got = 0
+        if self._rest:
+            piece, self._rest = self._rest[:want], self._rest[want:]
+            out.append(piece)
+            got = len(piece)
+        while got < want and not self._eof:
+            self._fill()
+            if not self._pending:
+                break
+            data = self._take(*self._pending.popleft())
+            self._ramp = min(2 * self._ramp, self._window)
+            if self._eof:  # what is still in flight lies beyond the end: its replies are dropped
+                self._pending.clear()
+            if not data:
+                break
+            if got + len(data) > want:  # keep the rest for the next read
+                data, self._rest = data[: want - got], data[want - got :]
+            out.append(data)
+            got += len(data)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def seek(self, offset: int) -> int:
+        self._pending.clear()  # replies to requests still in flight are dropped as they come
+        self._rest = b""
+        self._next = offset
+        self._eof = False
+        return offset
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class _HashChannel:
     """One remote ``sh`` computing SHA-256 digests of the paths written to its stdin (see the module
     documentation). Requests are pipelined: callers queue a future and a line under a lock, a
@@ -278,6 +370,8 @@ class SFTPTarget(BlockingTarget):
         max_workers: int | None = None,
         write_window: int = 64,
         max_write_request: int = 224 * 1024,
+        max_read_request: int = 224 * 1024,
+        read_ahead: int = 8 * 1024 * 1024,
         hash_channels: int = 2,
         prefer_aead: bool = True,
     ) -> None:
@@ -289,7 +383,9 @@ class SFTPTarget(BlockingTarget):
         self.max_channels = max(1, max_channels)
         self.write_window = max(1, write_window)
         self.max_write_request = max(0, max_write_request)
-        self._write_limit: int | None = None  # the server's, asked once (limits@openssh.com)
+        self.max_read_request = max(4096, max_read_request)
+        self.read_ahead = max(4096, read_ahead)
+        self._limits: tuple[int, int] | None = None  # the server's, asked once (limits@openssh.com)
         self.hash_channels = max(1, hash_channels)
         self._rekeyed = not prefer_aead
         self._rekey_lock = threading.Lock()
@@ -367,33 +463,28 @@ class SFTPTarget(BlockingTarget):
             self._checkin(client)
 
     @property
-    def write_limit(self) -> int | None:
-        """The most data one write request may carry, as the server states it (0: it states
-        none, or *max_write_request* is 0 and it was not asked); None until the first file is
-        opened for writing."""
-        return self._write_limit
+    def server_limits(self) -> tuple[int, int] | None:
+        """(read, write): the most data one read or write request may carry, as the server states
+        it (0: it states none); None until the first file is opened."""
+        return self._limits
 
-    def _max_write(self, client: paramiko.SFTPClient) -> int:
-        """Data bytes per write request: up to *max_write_request*, within the limit the server
-        states (OpenSSH's ``limits@openssh.com``, since OpenSSH 8.9: 255 KiB); 0 (one SSH packet per
-        request, what every server takes) when it states none."""
-        if self._write_limit is None:
-            limit = 0
-            if self.max_write_request:
-                try:
-                    t, msg = client._request(CMD_EXTENDED, "limits@openssh.com")
-                    if t == CMD_EXTENDED_REPLY:
-                        msg.get_int64()  # max packet length
-                        msg.get_int64()  # max read length
-                        limit = msg.get_int64()
-                except (
-                    OSError,
-                    SFTPError,
-                    paramiko.SSHException,
-                ) as e:  # not supported: SSH_FX_OP_UNSUPPORTED
-                    log.debug("%s states no SFTP limits (%s): one SSH packet per write request", self.host, e)
-            self._write_limit = limit
-        return min(self._write_limit, self.max_write_request)
+    def _request_sizes(self, client: paramiko.SFTPClient) -> tuple[int, int]:
+        """Data bytes per read and per write request: up to *max_read_request* and
+        *max_write_request*, within the limits the server states (OpenSSH's
+        ``limits@openssh.com``, since OpenSSH 8.9: 255 KiB each); 32 KiB reads and one SSH packet
+        per write (what every server takes, 0 here) when it states none. Asked once."""
+        if self._limits is None:
+            limits = (0, 0)
+            try:
+                t, msg = client._request(CMD_EXTENDED, "limits@openssh.com")
+                if t == CMD_EXTENDED_REPLY:
+                    msg.get_int64()  # max packet length
+                    limits = (msg.get_int64(), msg.get_int64())
+            except (OSError, SFTPError, paramiko.SSHException) as e:  # not supported: SSH_FX_OP_UNSUPPORTED
+                log.debug("%s states no SFTP limits (%s): 32 KiB per request", self.host, e)
+            self._limits = limits
+        read, write = self._limits
+        return (min(read, self.max_read_request) if read else 32768), min(write, self.max_write_request)
 
     def _prefer_aead(self) -> None:
         """Re-key once to AES-GCM if the connection runs a cipher with a separate MAC (see the
@@ -443,16 +534,16 @@ class SFTPTarget(BlockingTarget):
         client = self._checkout()
         try:
             f = client.open(path, mode, bufsize=-1)
-            if mode == "rb":
-                f.prefetch()
-                raw: Any = f
-            else:
-                try:
+            try:
+                read, write = self._request_sizes(client)
+                if mode == "rb":
+                    raw: Any = _WindowedReader(f, self.read_ahead, read)
+                else:
                     offset = f.stat().st_size or 0 if mode == "ab" else 0
-                    raw = _WindowedWriter(f, offset, self.write_window, self._max_write(client))
-                except BaseException:
-                    f.close()
-                    raise
+                    raw = _WindowedWriter(f, offset, self.write_window, write)
+            except BaseException:
+                f.close()
+                raise
         except BaseException:
             self._checkin(client)
             raise

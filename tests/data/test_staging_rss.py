@@ -1,5 +1,6 @@
 """A 2 GiB staging run (one 1.5 GiB file and 128 files of 4 MiB, bucket -> cluster directory over the
-test bed's real sshd) holds the staging process's peak RSS under 300 MB.
+test bed's real sshd), and the same 2 GiB staged back out (cluster directory -> bucket), each hold
+the staging process's peak RSS under 300 MB.
 
 The stager runs in a child process of its own, as it runs inside the service, so its peak RSS
 (``VmHWM`` of the child, which starts afresh at ``exec``) is the staging's alone: not pytest's, and
@@ -25,7 +26,7 @@ import pytest
 from jupyter_heroes.data import names
 from jupyter_heroes.data.storage import S3Storage
 
-pytestmark = [pytest.mark.s3, pytest.mark.slurm, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.s3, pytest.mark.slurm, pytest.mark.timeout(900)]
 MiB = 1024 * 1024
 BIG = 1536 * MiB
 SMALL, SMALL_SIZE = 128, 4 * MiB
@@ -58,7 +59,11 @@ CHILD = textwrap.dedent(
         target = SFTPTarget(client.open_sftp(), max_channels=6)
         try:
             before = peak_kib("VmRSS")
-            report = await Stager(storage, target, parallel=4).stage_in(cfg["bucket"], cfg["dest"], prefix="in/")
+            stager = Stager(storage, target, parallel=4)
+            if cfg["direction"] == "in":
+                report = await stager.stage_in(cfg["bucket"], cfg["dest"], prefix="in/")
+            else:
+                report = await stager.stage_out(cfg["dest"], cfg["bucket"], "rss")
             return {"summary": report.summary(), "rss_before_kib": before,
                     "records": {r.file: [r.outcome, r.sha256] for r in report.records}}
         finally:
@@ -86,6 +91,21 @@ def generated(size: int, seed: bytes, digest: hashlib._Hash):
     return chunks()
 
 
+async def run_child(cfg: dict, env: dict) -> dict:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CHILD,
+        json.dumps(cfg),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 360)
+    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -94,7 +114,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-async def test_a_2gib_staging_run_stays_under_300mb(storage, org_name, s3_server, sshd):
+async def test_2gib_staged_in_and_out_stays_under_300mb(storage, org_name, s3_server, sshd):
     bucket = names.user_bucket(org_name, "alice")
     await storage.create_bucket(bucket)
     # larger parts, more at once: the data goes up in a fraction of the time the 5 MiB parts take
@@ -143,31 +163,28 @@ async def test_a_2gib_staging_run_stays_under_300mb(storage, org_name, s3_server
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            CHILD,
-            json.dumps(cfg),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 360)
-        assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
-        result = json.loads(out.decode().strip().splitlines()[-1])
-
-        summary = result["summary"]
-        assert (summary["copied"], summary["failed"], summary["bytes"]) == (SMALL + 1, 0, total), summary
-        for rel, digest in expected.items():
-            outcome, sha = result["records"][rel]
-            assert outcome == "copied" and sha == digest, rel
-            assert file_sha256(dest / rel) == digest, rel
-        peak = result["vmhwm_kib"] * 1024
-        print(
-            f"\n2 GiB staged in {summary['seconds']:.1f}s ({total / MiB / summary['seconds']:.0f} MiB/s); "
-            f"stager peak RSS {peak / 1e6:.0f} MB (RSS at start {result['rss_before_kib'] * 1024 / 1e6:.0f} MB)"
-        )
-        assert peak < RSS_LIMIT, f"the staging process's peak RSS was {peak / 1e6:.0f} MB"
+        for direction in ("in", "out"):
+            result = await run_child({**cfg, "direction": direction}, env)
+            summary = result["summary"]
+            assert (summary["copied"], summary["failed"], summary["bytes"]) == (SMALL + 1, 0, total), summary
+            for rel, digest in expected.items():
+                outcome, sha = result["records"][rel]
+                assert outcome == "copied" and sha == digest, (direction, rel)
+                if direction == "in":
+                    assert file_sha256(dest / rel) == digest, rel
+                else:
+                    assert (await storage.stat(bucket, f"results/rss/{rel}")).sha256 == digest, rel
+            peak = result["vmhwm_kib"] * 1024
+            print(
+                f"\n2 GiB staged {direction} in {summary['seconds']:.1f}s "
+                f"({total / MiB / summary['seconds']:.0f} MiB/s); stager peak RSS {peak / 1e6:.0f} MB "
+                f"(RSS at start {result['rss_before_kib'] * 1024 / 1e6:.0f} MB)"
+            )
+            assert peak < RSS_LIMIT, f"staging {direction}: the process's peak RSS was {peak / 1e6:.0f} MB"
+            if direction == "in":  # room in moto_server's memory for the copies coming back
+                await storage.delete_objects(
+                    bucket, [o.key async for o in storage.iter_objects(bucket, "in/")]
+                )
     finally:
         rm = await asyncio.create_subprocess_exec("rm", "-rf", "--", str(dest))
         await rm.wait()

@@ -180,9 +180,8 @@ async def test_writes_arrive_whole_at_any_request_size(sftp_target, instance_dir
             await f.write(data[i : i + 777_777])
     finally:
         await f.close()
-    # OpenSSH states its limit (limits@openssh.com): 256 KiB messages, 255 KiB of data per write;
-    # with large requests off the server is not asked
-    assert target.write_limit == (255 * 1024 if max_write_request else 0)
+    # OpenSSH states its limits (limits@openssh.com): 256 KiB messages, 255 KiB of data per read or write
+    assert target.server_limits == (255 * 1024, 255 * 1024)
     assert _read(path) == data
     # writing at an offset (a resumed copy) and appending go through the same requests
     f = await target.open(path, "r+b")
@@ -197,6 +196,41 @@ async def test_writes_arrive_whole_at_any_request_size(sftp_target, instance_dir
     finally:
         await f.close()
     assert _read(path) == data[:MiB] + b"x" * (MiB + 5) + data[2 * MiB + 5 :] + b"tail"
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_reads_run_a_bounded_window_ahead(sftp_target, instance_dir):
+    """A file being read is fetched a window ahead of the reader, never whole: a slow consumer (the
+    object store, for outputs) must not pull a large file into memory."""
+    target = sftp_target()
+    await target.makedirs(instance_dir)
+    path = f"{instance_dir}/r.bin"
+    data = os.urandom(160 * MiB)
+    f = await target.open(path, "wb")
+    try:
+        for i in range(0, len(data), 8 * MiB):
+            await f.write(data[i : i + 8 * MiB])
+    finally:
+        await f.close()
+    before = _rss()
+    f = await target.open(path, "rb")
+    try:
+        got = [await f.read(MiB)]
+        await asyncio.sleep(1.5)  # the server could send the whole file meanwhile
+        grown = _rss() - before
+        while chunk := await f.read(MiB):
+            got.append(chunk)
+    finally:
+        await f.close()
+    assert grown < 48 * MiB, f"reading 1 MiB of a 160 MiB file held {grown / MiB:.0f} MiB"
+    assert b"".join(got) == data
+    del got, data
 
 
 async def test_checksum_follow_hashes_a_file_as_it_lands(sftp_target, instance_dir):
