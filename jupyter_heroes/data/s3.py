@@ -500,6 +500,15 @@ class S3Storage(Storage):
         headers = {"Content-Type": content_type or "application/octet-stream"}
         headers.update({f"x-amz-meta-{k}": v for k, v in meta.items()})
 
+        # the MD5 of an object that goes up in one PUT (to check its ETag) is computed alongside the
+        # SHA-256, chunk by chunk in the pool, never in one piece on the event loop
+        whole_md5: Any = hashlib.md5(usedforsecurity=False)
+
+        def absorb(chunk: bytes) -> None:
+            sha.update(chunk)
+            if whole_md5 is not None:
+                whole_md5.update(chunk)
+
         def put_part(n: int, data: bytearray, uid: str) -> None:
             digest = hashlib.md5(data).digest()
             etag = self._client._upload_part(bucket, key, cast(bytes, data), None, uid, n).strip('"')
@@ -512,7 +521,8 @@ class S3Storage(Storage):
             etags[n] = etag
 
         async def start_part(data: bytearray) -> None:
-            nonlocal upload_id, part_no
+            nonlocal upload_id, part_no, whole_md5
+            whole_md5 = None  # multipart: each part's MD5 is checked instead
             if upload_id is None:
                 upload_id = await self._call(
                     "create_multipart",
@@ -552,7 +562,7 @@ class S3Storage(Storage):
                     raise InvalidRequest(
                         f"the upload of {key!r} sent more than the {size} bytes declared; nothing was stored"
                     )
-                await loop.run_in_executor(self._pool, sha.update, chunk)
+                await loop.run_in_executor(self._pool, absorb, chunk)
                 buf += chunk
                 if progress:
                     progress(len(chunk))
@@ -572,7 +582,7 @@ class S3Storage(Storage):
             if upload_id is None:
                 data = bytes(buf)
                 buf.clear()
-                md5 = hashlib.md5(data).hexdigest()
+                md5 = whole_md5.hexdigest()
                 result = await self._call(
                     "put",
                     self._client.put_object,
