@@ -19,7 +19,8 @@ For each file:
    SHA-256; only then is ``.part`` renamed over the destination. For an object without one, the
    bytes received are hashed on the way: their MD5 must be the ETag of a single-part object, and
    the landed file must have their SHA-256. Outputs are checked by the object store's
-   ETag (MD5 per part, computed on the server) and the file's checksum on the cluster. A mismatch
+   ETag (MD5 per part, computed on the server) and the file's checksum on the cluster (computed
+   there while the file is read). A mismatch
    removes what was written and fails that file with :class:`IntegrityError`.
 
 At most ``parallel`` files move at once, each as a pipeline of at most ``queue_depth`` chunks, so
@@ -48,7 +49,7 @@ from typing import Any
 
 from . import names
 from .errors import Conflict, DataError, IntegrityError, InvalidName, InvalidRequest, NotFound
-from .storage import SHA256_META, ObjectInfo, Storage
+from .storage import SHA256_META, ObjectInfo, Storage, UploadResult
 from .target import FileTarget, TargetStat
 
 log = logging.getLogger("jupyter_heroes.data.staging")
@@ -738,6 +739,8 @@ class Stager:
                     saved = durable
                     await self._write_meta(meta, self._meta(bucket, obj) | {"done": durable})
 
+        if meta is not None:  # segments land out of order: until a checkpoint, only *offset* is known good
+            await self._write_meta(meta, self._meta(bucket, obj) | {"done": offset})
         if offset == 0:  # create (or empty) the .part once; the workers write into it
             await (await self.target.open(part, "wb")).close()
         tasks = [asyncio.ensure_future(worker()) for _ in range(min(self.segments, len(bounds)))]
@@ -873,6 +876,39 @@ class Stager:
             if obj.sha256 and obj.sha256 == await self._target_sha256(path, st.size):
                 rec.outcome, rec.sha256 = "skipped", obj.sha256
                 return
+        # the file's checksum on the cluster is computed while it is read (the size and mtime are
+        # checked after the copy: a file that changed meanwhile fails with Conflict either way)
+        checksum = getattr(self.target, "checksum", None)
+        landing = (
+            asyncio.ensure_future(checksum(path))
+            if checksum is not None and st.size >= self.readback_below  # small files: the ETag check suffices
+            else None
+        )
+        try:
+            result = await self._upload_out(rec, bucket, key, path, st)
+            landed = await landing if landing is not None else None
+        finally:
+            if landing is not None and not landing.done():
+                landing.cancel()
+                await asyncio.gather(landing, return_exceptions=True)
+        after = await self.target.stat(path)
+        if (after.size, after.mtime) != (st.size, st.mtime):
+            await self.storage.delete_objects(bucket, [key])
+            raise Conflict(
+                f"{rec.file} changed while it was being copied; the copy was removed, run the staging again"
+            )
+        if landed and landed != result.sha256:
+            await self.storage.delete_objects(bucket, [key])
+            raise IntegrityError(
+                f"{rec.file}: the bytes read do not match the file's checksum on the cluster; the copy was "
+                "removed, run the staging again"
+            )
+        rec.sha256 = result.sha256
+        rec.outcome = "copied"
+
+    async def _upload_out(
+        self, rec: TransferRecord, bucket: str, key: str, path: str, st: TargetStat
+    ) -> UploadResult:
         done = 0
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -883,24 +919,7 @@ class Stager:
                 await self._emit(StagingEvent("progress", "out", rec.file, done, st.size))
                 yield chunk
 
-        result = await self.storage.upload(bucket, key, chunks(), size=st.size)
-        after = await self.target.stat(path)
-        if (after.size, after.mtime) != (st.size, st.mtime):
-            await self.storage.delete_objects(bucket, [key])
-            raise Conflict(
-                f"{rec.file} changed while it was being copied; the copy was removed, run the staging again"
-            )
-        checksum = getattr(self.target, "checksum", None)
-        if checksum is not None and st.size >= self.readback_below:  # small files: the ETag check suffices
-            landed = await checksum(path)
-            if landed and landed != result.sha256:
-                await self.storage.delete_objects(bucket, [key])
-                raise IntegrityError(
-                    f"{rec.file}: the bytes read do not match the file's checksum on the cluster; the copy was "
-                    "removed, run the staging again"
-                )
-        rec.sha256 = result.sha256
-        rec.outcome = "copied"
+        return await self.storage.upload(bucket, key, chunks(), size=st.size)
 
 
 def _refusal(error: DataError) -> Callable[[TransferRecord], Any]:
