@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,16 +174,17 @@ def remote_tree_size(client: paramiko.SSHClient, path: str) -> tuple[int, int]:
     return len(sizes), sum(sizes)
 
 
-async def bench_heroes(
-    storage: S3Storage, ssh: Any, bucket: str, prefix: str, dest: str, parallel: int
+async def _timed_staging(
+    storage: S3Storage, ssh: Any, parallel: int, run: Callable[[Stager], Awaitable[Any]]
 ) -> tuple[float, float]:
-    """Wall seconds of the staging run, and this process's CPU seconds during it (every thread)."""
+    """Wall seconds of ``run(stager)`` on a fresh connection, and this process's CPU seconds during
+    it (every thread). The target is set up as the engine's ObjectStoreStager does (prefer_aead:
+    the connection is re-keyed to AES-GCM)."""
     client = connect(ssh)
-    # as the engine's ObjectStoreStager does (prefer_aead: re-key the connection to AES-GCM)
     target = SFTPTarget(client.open_sftp(), max_channels=parallel + 2, prefer_aead=True)
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        report = await Stager(storage, target, parallel=parallel).stage_in(bucket, dest, prefix=prefix)
+        report = await run(Stager(storage, target, parallel=parallel))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         assert report.ok and report.copied == len(report.records), report.summary()
         return seconds, cpu
@@ -191,22 +193,35 @@ async def bench_heroes(
         client.close()
 
 
+async def bench_heroes(
+    storage: S3Storage, ssh: Any, bucket: str, prefix: str, dest: str, parallel: int
+) -> tuple[float, float]:
+    """Staging in: ``bucket/prefix`` -> *dest* on the cluster."""
+    return await _timed_staging(storage, ssh, parallel, lambda st: st.stage_in(bucket, dest, prefix=prefix))
+
+
+async def bench_heroes_out(
+    storage: S3Storage, ssh: Any, source_dir: str, bucket: str, instance: str, parallel: int
+) -> tuple[float, float]:
+    """Staging out: *source_dir* on the cluster -> ``results/<instance>/`` in *bucket*."""
+    return await _timed_staging(storage, ssh, parallel, lambda st: st.stage_out(source_dir, bucket, instance))
+
+
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
 
-def bench_rclone(
-    env: dict[str, str], bucket: str, prefix: str, dest: str, parallel: int
-) -> tuple[float, float]:
-    """Wall seconds of ``rclone copy``, and rclone's CPU seconds (every thread)."""
+def bench_rclone(env: dict[str, str], source: str, dest: str, parallel: int) -> tuple[float, float]:
+    """Wall seconds of ``rclone copy SOURCE DEST`` (remotes ``src:`` the bucket, ``dst:`` the
+    cluster), and rclone's CPU seconds (every thread)."""
     t0, c0 = time.perf_counter(), _children_cpu()
     cp = subprocess.run(
         [
             "rclone",
             "copy",
-            f"src:{bucket}/{prefix}",
-            f"dst:{dest}",
+            source,
+            dest,
             "--transfers",
             str(parallel),
             "--checkers",
@@ -244,9 +259,69 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
     root = f"{args.remote_dir or ssh.scratch_root}/bench-{uuid.uuid4().hex[:6]}"
     client = connect(ssh)
     figures: dict[str, Any] = {}
-    baseline: dict[str, Any] = {"tool": "rclone copy (s3 -> sftp backend)"}
+    baseline: dict[str, Any] = {"tool": "rclone copy (s3 <-> sftp backend)"}
     ratio: dict[str, float] = {}
     runs: list[dict[str, Any]] = []
+
+    async def compare(
+        label: str,
+        ours_fn: Callable[[int], Awaitable[tuple[float, float]]],
+        theirs_fn: Callable[[int], Awaitable[tuple[float, float]]],
+        after: Callable[[int], Awaitable[None]],
+    ) -> None:
+        """``--rounds`` rounds of both tools, order alternating; *after* checks and clears a round."""
+        ours_s: list[float] = []
+        theirs_s: list[float] = []
+        ours_cpu: list[float] = []
+        theirs_cpu: list[float] = []
+        for r in range(args.rounds):
+            load = os.getloadavg()[0]
+            if r % 2 == 0:
+                ours, cpu_ours = await ours_fn(r)
+                theirs, cpu_theirs = await theirs_fn(r)
+            else:
+                theirs, cpu_theirs = await theirs_fn(r)
+                ours, cpu_ours = await ours_fn(r)
+            await after(r)
+            ours_s.append(ours)
+            theirs_s.append(theirs)
+            ours_cpu.append(cpu_ours)
+            theirs_cpu.append(cpu_theirs)
+            run = {
+                "dataset": label,
+                "round": r,
+                "first": "heroes" if r % 2 == 0 else "rclone",
+                "heroes_mib_s": round(args.size / ours, 1),
+                "rclone_mib_s": round(args.size / theirs, 1),
+                "ratio": round(theirs / ours, 3),
+                "heroes_cpu_s": round(cpu_ours, 2),
+                "rclone_cpu_s": round(cpu_theirs, 2),
+                "load_avg_1m": round(load, 1),
+            }
+            runs.append(run)
+            print(
+                f"{label} round {r}: HEROES {run['heroes_mib_s']} MiB/s ({ours:.1f}s), rclone "
+                f"{run['rclone_mib_s']} MiB/s ({theirs:.1f}s), ratio {run['ratio']}; CPU s HEROES "
+                f"{cpu_ours:.2f}, rclone {cpu_theirs:.2f} (load {load:.1f})",
+                file=sys.stderr,
+            )
+        figures[label] = {
+            "mib_s": round(args.size / _median(ours_s), 1),
+            "seconds": [round(x, 3) for x in ours_s],
+            "cpu_s_per_gib": round(_median(ours_cpu) * 1024 / args.size, 2),
+        }
+        baseline[label] = {
+            "mib_s": round(args.size / _median(theirs_s), 1),
+            "seconds": [round(x, 3) for x in theirs_s],
+            "cpu_s_per_gib": round(_median(theirs_cpu) * 1024 / args.size, 2),
+        }
+        ratio[label] = round(_median([t / o for o, t in zip(ours_s, theirs_s, strict=True)]), 3)
+        ratio[label + "_cpu"] = round(_median(theirs_cpu) / max(_median(ours_cpu), 1e-9), 3)
+
+    async def bucket_tree(prefix: str) -> tuple[int, int]:
+        objs = [o async for o in storage.iter_objects(bucket, prefix)]
+        return len(objs), sum(o.size for o in objs)
+
     try:
         for name, files in (("many_files", args.files), ("one_file", 1)):
             prefix = f"{name}/"
@@ -256,64 +331,63 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
                 f"{name}: {files} file(s), {args.size} MiB put in the bucket in {time.perf_counter() - t0:.1f}s",
                 file=sys.stderr,
             )
-            ours_s: list[float] = []
-            theirs_s: list[float] = []
-            ours_cpu: list[float] = []
-            theirs_cpu: list[float] = []
-            for r in range(args.rounds):
-                mine, other = f"{root}/heroes-{name}-{r}", f"{root}/rclone-{name}-{r}"
-                load = os.getloadavg()[0]
-                if r % 2 == 0:
-                    ours, cpu_ours = await bench_heroes(storage, ssh, bucket, prefix, mine, args.parallel)
-                    theirs, cpu_theirs = await asyncio.to_thread(
-                        bench_rclone, env, bucket, prefix, other, args.parallel
-                    )
-                else:
-                    theirs, cpu_theirs = await asyncio.to_thread(
-                        bench_rclone, env, bucket, prefix, other, args.parallel
-                    )
-                    ours, cpu_ours = await bench_heroes(storage, ssh, bucket, prefix, mine, args.parallel)
+
+            async def heroes_in(r: int, name: str = name, prefix: str = prefix) -> tuple[float, float]:
+                return await bench_heroes(
+                    storage, ssh, bucket, prefix, f"{root}/heroes-{name}-{r}", args.parallel
+                )
+
+            async def rclone_in(r: int, name: str = name, prefix: str = prefix) -> tuple[float, float]:
+                return await asyncio.to_thread(
+                    bench_rclone,
+                    env,
+                    f"src:{bucket}/{prefix}",
+                    f"dst:{root}/rclone-{name}-{r}",
+                    args.parallel,
+                )
+
+            async def after_in(r: int, name: str = name, files: int = files) -> None:
                 for who in ("heroes", "rclone"):
                     n, total = remote_tree_size(client, f"{root}/{who}-{name}-{r}")
                     assert (n, total) == (files, size), (
                         f"{who} copied {n} files / {total} bytes, expected {files} / {size}"
                     )
-                client.exec_command(f"rm -rf {shlex.quote(root)}/*-{name}-{r}", timeout=600)[1].read()
-                ours_s.append(ours)
-                theirs_s.append(theirs)
-                ours_cpu.append(cpu_ours)
-                theirs_cpu.append(cpu_theirs)
-                run = {
-                    "dataset": name,
-                    "round": r,
-                    "first": "heroes" if r % 2 == 0 else "rclone",
-                    "heroes_mib_s": round(args.size / ours, 1),
-                    "rclone_mib_s": round(args.size / theirs, 1),
-                    "ratio": round(theirs / ours, 3),
-                    "heroes_cpu_s": round(cpu_ours, 2),
-                    "rclone_cpu_s": round(cpu_theirs, 2),
-                    "load_avg_1m": round(load, 1),
-                }
-                runs.append(run)
-                print(
-                    f"{name} round {r}: HEROES {run['heroes_mib_s']} MiB/s ({ours:.1f}s), rclone "
-                    f"{run['rclone_mib_s']} MiB/s ({theirs:.1f}s), ratio {run['ratio']}; CPU s HEROES "
-                    f"{cpu_ours:.2f}, rclone {cpu_theirs:.2f} (load {load:.1f})",
-                    file=sys.stderr,
-                )
-            figures[name] = {
-                "mib_s": round(args.size / _median(ours_s), 1),
-                "seconds": [round(x, 3) for x in ours_s],
-                "cpu_s_per_gib": round(_median(ours_cpu) * 1024 / args.size, 2),
-            }
-            baseline[name] = {
-                "mib_s": round(args.size / _median(theirs_s), 1),
-                "seconds": [round(x, 3) for x in theirs_s],
-                "cpu_s_per_gib": round(_median(theirs_cpu) * 1024 / args.size, 2),
-            }
-            ratio[name] = round(_median([t / o for o, t in zip(ours_s, theirs_s, strict=True)]), 3)
-            ratio[name + "_cpu"] = round(_median(theirs_cpu) / max(_median(ours_cpu), 1e-9), 3)
+                keep = args.out and r == 0  # the source of the copies back out
+                client.exec_command(
+                    f"rm -rf {shlex.quote(root)}/rclone-{name}-{r}"
+                    + ("" if keep else f" {shlex.quote(root)}/heroes-{name}-{r}"),
+                    timeout=600,
+                )[1].read()
+
+            await compare(name, heroes_in, rclone_in, after_in)
             await storage.delete_objects(bucket, [o.key async for o in storage.iter_objects(bucket, prefix)])
+            if not args.out:
+                continue
+            source = f"{root}/heroes-{name}-0"
+
+            async def heroes_out(r: int, name: str = name, source: str = source) -> tuple[float, float]:
+                return await bench_heroes_out(storage, ssh, source, bucket, f"out-{name}-{r}", args.parallel)
+
+            async def rclone_out(r: int, name: str = name, source: str = source) -> tuple[float, float]:
+                return await asyncio.to_thread(
+                    bench_rclone, env, f"dst:{source}", f"src:{bucket}/rclone-out-{name}-{r}/", args.parallel
+                )
+
+            async def after_out(r: int, name: str = name, files: int = files) -> None:
+                for who, prefix in (
+                    ("heroes", f"results/out-{name}-{r}/"),
+                    ("rclone", f"rclone-out-{name}-{r}/"),
+                ):
+                    n, total = await bucket_tree(prefix)
+                    assert (n, total) == (files, size), (
+                        f"{who} copied {n} files / {total} bytes out, expected {files} / {size}"
+                    )
+                    await storage.delete_objects(
+                        bucket, [o.key async for o in storage.iter_objects(bucket, prefix)]
+                    )
+
+            await compare(f"{name}_out", heroes_out, rclone_out, after_out)
+            client.exec_command(f"rm -rf {shlex.quote(source)}", timeout=600)[1].read()
     finally:
         client.exec_command(f"rm -rf {shlex.quote(root)}", timeout=600)[1].read()
         client.close()
@@ -417,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ssh", help="use a running sshd: user@host:port,private_key_path,known_hosts_path")
     p.add_argument(
         "--remote-dir", help="directory on the ssh server to copy into (default: the test bed's scratch)"
+    )
+    p.add_argument(
+        "--out",
+        action="store_true",
+        help="also stage each data set back out (cluster directory -> bucket) against rclone the other way",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = p.parse_args(argv)
