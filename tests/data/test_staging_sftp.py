@@ -239,6 +239,27 @@ async def test_reads_run_a_bounded_window_ahead(sftp_target, instance_dir):
     del got, data
 
 
+async def test_checksums_after_the_connection_dropped_are_unavailable(ssh_connect, instance_dir):
+    """A lost connection is worth retrying (Unavailable, transient) for checksums too, not a raw
+    paramiko error that would mark the staging as failed for good."""
+    client = ssh_connect()
+    target = SFTPTarget(client.open_sftp())
+    try:
+        await target.makedirs(instance_dir)
+        path = f"{instance_dir}/c.bin"
+        f = await target.open(path, "wb")
+        await f.write(b"c" * 100_000)
+        await f.close()
+        assert await target.checksum(path) == sha(b"c" * 100_000)  # a checksum shell now runs
+        client.get_transport().close()
+        with pytest.raises(Unavailable, match="lost the SFTP connection"):
+            await target.checksum(path)
+        with pytest.raises(Unavailable, match="lost the SFTP connection"):
+            await target.checksum_follow(path, 100_000)
+    finally:
+        await target.close()
+
+
 async def test_checksum_follow_hashes_a_file_as_it_lands(sftp_target, instance_dir):
     target = sftp_target()
     await target.makedirs(instance_dir)
