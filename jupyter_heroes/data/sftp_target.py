@@ -480,7 +480,9 @@ class SFTPTarget(BlockingTarget):
                 if t == CMD_EXTENDED_REPLY:
                     msg.get_int64()  # max packet length
                     limits = (msg.get_int64(), msg.get_int64())
-            except (OSError, SFTPError, paramiko.SSHException) as e:  # not supported: SSH_FX_OP_UNSUPPORTED
+            except (OSError, SFTPError) as e:  # not supported: SSH_FX_OP_UNSUPPORTED
+                if not self._transport.is_active():
+                    raise  # a lost connection says nothing about the server: not remembered
                 log.debug("%s states no SFTP limits (%s): 32 KiB per request", self.host, e)
             self._limits = limits
         read, write = self._limits
