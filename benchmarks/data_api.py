@@ -25,7 +25,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -33,6 +32,7 @@ import requests
 
 from jupyter_heroes.testing.base import read_pidfile
 from jupyter_heroes.testing.hub import HubTestbed
+from jupyter_heroes.testing.memory import peak_rss, reset_peak_rss
 from jupyter_heroes.testing.s3 import S3Testbed
 
 MiB = 1024 * 1024
@@ -51,18 +51,6 @@ def blocks(size: int, digest: Any, block: int = MiB) -> Iterator[bytes]:
         yield chunk
         size -= n
         i += 1
-
-
-def vm_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} missing from /proc/{pid}/status")
-
-
-def reset_peak(pid: int) -> int:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return vm_kib(pid, "VmRSS") * 1024
 
 
 def api(hub: HubTestbed, token: str, method: str, path: str, body: Any = None, org: str | None = None) -> Any:
@@ -134,17 +122,17 @@ def run(size_mib: int) -> dict[str, Any]:
             raise SystemExit("the service wrote no pid file")
 
         sent = hashlib.sha256()
-        base_up = reset_peak(pid)
+        base_up = reset_peak_rss(pid)
         t0 = time.monotonic()
         result = upload(hub, user, org, bucket, "bench/big.bin", size, sent)
         up_s = time.monotonic() - t0
-        peak_up = vm_kib(pid, "VmHWM") * 1024
+        peak_up = peak_rss(pid)
         if result["sha256"] != sent.hexdigest() or result["size"] != size:
             raise SystemExit(f"upload mismatch: {result}")
 
         got = hashlib.sha256()
         n = 0
-        base_down = reset_peak(pid)
+        base_down = reset_peak_rss(pid)
         t0 = time.monotonic()
         with requests.get(
             f"{hub.api_url}/organization/data/download",
@@ -158,7 +146,7 @@ def run(size_mib: int) -> dict[str, Any]:
                 got.update(chunk)
                 n += len(chunk)
         down_s = time.monotonic() - t0
-        peak_down = vm_kib(pid, "VmHWM") * 1024
+        peak_down = peak_rss(pid)
         if n != size or got.hexdigest() != sent.hexdigest():
             raise SystemExit(f"download mismatch: {n} bytes")
         return {

@@ -52,6 +52,7 @@ from jupyter_heroes.data.sftp_target import SFTPTarget
 from jupyter_heroes.data.staging import Stager
 from jupyter_heroes.data.storage import S3Storage
 from jupyter_heroes.testing.base import Component, free_port, port_open, wait_for
+from jupyter_heroes.testing.memory import peak_rss, reset_peak_rss
 
 MiB = 1024 * 1024
 
@@ -408,19 +409,6 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
     }
 
 
-def _reset_peak_rss() -> int:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); return the current RSS in KiB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kib("VmRSS")
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 async def run_rss_check(args: argparse.Namespace, s3: Any) -> dict[str, Any]:
     size = args.size * MiB
     storage = S3Storage(
@@ -438,17 +426,17 @@ async def run_rss_check(args: argparse.Namespace, s3: Any) -> dict[str, Any]:
             yield chunk
 
     try:
-        base = _reset_peak_rss()
+        base = reset_peak_rss()
         t0 = time.perf_counter()
         res = await storage.upload(bucket, "rss/big.bin", source(), size=size)
         up_s = time.perf_counter() - t0
-        up = _status_kib("VmHWM") - base
-        base = _reset_peak_rss()
+        up = peak_rss() - base
+        base = reset_peak_rss()
         got, t0 = hashlib.sha256(), time.perf_counter()
         async for chunk in storage.download(bucket, "rss/big.bin"):
             got.update(chunk)
         down_s = time.perf_counter() - t0
-        down = _status_kib("VmHWM") - base
+        down = peak_rss() - base
         assert got.hexdigest() == sent.hexdigest() == res.sha256, "round trip corrupted the data"
     finally:
         await storage.delete_bucket(bucket, force=True)
@@ -459,8 +447,8 @@ async def run_rss_check(args: argparse.Namespace, s3: Any) -> dict[str, Any]:
         "parallel_parts": storage.parallel_parts,
         "upload_seconds": round(up_s, 2),
         "download_seconds": round(down_s, 2),
-        "upload_peak_rss_growth_mib": round(up / 1024, 1),
-        "download_peak_rss_growth_mib": round(down / 1024, 1),
+        "upload_peak_rss_growth_mib": round(up / MiB, 1),
+        "download_peak_rss_growth_mib": round(down / MiB, 1),
         "sha256_verified": True,
     }
     print(

@@ -11,32 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 from contextlib import aclosing
-from pathlib import Path
 
 import pytest
 
 from jupyter_heroes.data import names
+from jupyter_heroes.testing.memory import peak_rss, reset_peak_rss
 
 pytestmark = pytest.mark.s3
 MiB = 1024 * 1024
 SIZE = 200 * MiB
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_rss() -> int:
-    """Reset VmHWM to the current RSS; return the current RSS in bytes."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kib("VmRSS") * 1024
-
-
-def peak_rss() -> int:
-    return _status_kib("VmHWM") * 1024
 
 
 async def test_200mb_round_trip_with_bounded_memory(storage, org_name):

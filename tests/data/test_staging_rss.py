@@ -40,13 +40,9 @@ CHILD = textwrap.dedent(
     from jupyter_heroes.data.sftp_target import SFTPTarget
     from jupyter_heroes.data.staging import Stager
     from jupyter_heroes.data.storage import S3Storage
+    from jupyter_heroes.testing.memory import status_kib
 
     cfg = json.loads(sys.argv[1])
-
-    def peak_kib(field):
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
 
     async def main():
         storage = S3Storage(endpoint=cfg["endpoint"], access_key=cfg["access_key"],
@@ -58,7 +54,7 @@ CHILD = textwrap.dedent(
                        look_for_keys=False, allow_agent=False, timeout=15)
         target = SFTPTarget(client.open_sftp(), max_channels=6)
         try:
-            before = peak_kib("VmRSS")
+            before = status_kib("VmRSS")
             stager = Stager(storage, target, parallel=4)
             if cfg["direction"] == "in":
                 report = await stager.stage_in(cfg["bucket"], cfg["dest"], prefix="in/")
@@ -72,7 +68,7 @@ CHILD = textwrap.dedent(
             await storage.close()
 
     out = asyncio.run(main())
-    out["vmhwm_kib"] = peak_kib("VmHWM")
+    out["vmhwm_kib"] = status_kib("VmHWM")
     print(json.dumps(out))
     """
 )

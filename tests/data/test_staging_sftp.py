@@ -16,6 +16,7 @@ from jupyter_heroes.data import names
 from jupyter_heroes.data.errors import Unavailable
 from jupyter_heroes.data.sftp_target import SFTPTarget
 from jupyter_heroes.data.staging import Stager, StagingError
+from jupyter_heroes.testing.memory import rss
 
 pytestmark = [pytest.mark.s3, pytest.mark.slurm]
 MiB = 1024 * 1024
@@ -204,13 +205,6 @@ async def test_writes_arrive_whole_at_any_request_size(sftp_target, instance_dir
     assert _read(path) == data[:MiB] + b"x" * (MiB + 5) + data[2 * MiB + 5 :] + b"tail"
 
 
-def _rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 async def test_reads_run_a_bounded_window_ahead(sftp_target, instance_dir):
     """A file being read is fetched a window ahead of the reader, never whole: a slow consumer (the
     object store, for outputs) must not pull a large file into memory."""
@@ -224,12 +218,12 @@ async def test_reads_run_a_bounded_window_ahead(sftp_target, instance_dir):
             await f.write(data[i : i + 8 * MiB])
     finally:
         await f.close()
-    before = _rss()
+    before = rss()
     f = await target.open(path, "rb")
     try:
         got = [await f.read(MiB)]
         await asyncio.sleep(1.5)  # the server could send the whole file meanwhile
-        grown = _rss() - before
+        grown = rss() - before
         while chunk := await f.read(MiB):
             got.append(chunk)
     finally:

@@ -8,29 +8,17 @@ import hashlib
 import json
 import os
 import socket
-from pathlib import Path
 
 import httpx
 import pytest
+
+from jupyter_heroes.testing.memory import peak_rss, reset_peak_rss
 
 from .conftest import PREFIX, StandIn
 
 pytestmark = pytest.mark.timeout(180)
 MiB = 1024 * 1024
 UPLOAD = "/organization/data/upload"
-
-
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
-
-
-def reset_peak_rss(pid: int) -> int:
-    """Reset the process's VmHWM to its current RSS (Linux >= 4.0); return that RSS in bytes."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return _status_kib(pid, "VmRSS") * 1024
 
 
 def raw_request(jpserver, head: str, body: bytes = b"") -> tuple[int, dict]:
@@ -77,7 +65,7 @@ def test_a_200mb_upload_streams_through_with_bounded_memory(jpserver, standin: S
         headers={**jpserver.auth, "Content-Length": str(size), "Content-Type": "application/octet-stream"},
         timeout=120,
     )
-    growth = _status_kib(pid, "VmHWM") * 1024 - base
+    growth = peak_rss(pid) - base
     assert r.status_code == 200, r.text
     assert r.json() == {"size": size, "sha256": sent.hexdigest()}
     seen = standin.seen(UPLOAD)[-1]

@@ -32,6 +32,7 @@ from sqlalchemy import select as sql_select
 from jupyter_heroes import dbutil, orm
 from jupyter_heroes.testing.base import read_pidfile
 from jupyter_heroes.testing.hub import HubTestbed
+from jupyter_heroes.testing.memory import peak_rss, reset_peak_rss
 from jupyter_heroes.testing.plugin_hub import PLATFORM_ADMIN, TEST_MAX_BODY
 
 pytestmark = [pytest.mark.hub, pytest.mark.s3]
@@ -686,23 +687,6 @@ def test_bucket_deletion_needs_a_manager_and_force(data: Data) -> None:
 
 
 # --- memory: a large upload and download streamed through the service -----------------------------
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
-
-
-def reset_peak(pid: int) -> int:
-    """Reset the process's VmHWM to its current RSS (``clear_refs`` 5); return that RSS in bytes."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return _status_kib(pid, "VmRSS") * 1024
-
-
-def peak(pid: int) -> int:
-    return _status_kib(pid, "VmHWM") * 1024
-
-
 @pytest.mark.timeout(900)
 def test_large_upload_and_download_stream_with_bounded_memory(data: Data) -> None:
     pid = read_pidfile(data.hub.service_pid_file)
@@ -710,15 +694,15 @@ def test_large_upload_and_download_stream_with_bounded_memory(data: Data) -> Non
     bucket = data.ensure("carol")
 
     sent = hashlib.sha256()
-    base = reset_peak(pid)
+    base = reset_peak_rss(pid)
     t0 = time.monotonic()
     status, up = data.upload("carol", bucket, "big/stream.bin", blocks(BIG, b"big", digest=sent), BIG)
     up_secs = time.monotonic() - t0
-    up_peak = peak(pid)
+    up_peak = peak_rss(pid)
     assert status == 201, up
     assert up["size"] == BIG and up["sha256"] == sent.hexdigest() and up["parts"] == -(-BIG // (16 * MiB))
 
-    base_down = reset_peak(pid)
+    base_down = reset_peak_rss(pid)
     got = hashlib.sha256()
     n = 0
     t0 = time.monotonic()
@@ -728,7 +712,7 @@ def test_large_upload_and_download_stream_with_bounded_memory(data: Data) -> Non
             got.update(chunk)
             n += len(chunk)
     down_secs = time.monotonic() - t0
-    down_peak = peak(pid)
+    down_peak = peak_rss(pid)
     assert n == BIG and got.hexdigest() == sent.hexdigest()
     print(
         f"\n{BIG // MiB} MiB through the service: upload {BIG / MiB / up_secs:.0f} MiB/s, peak RSS "
