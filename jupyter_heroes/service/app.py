@@ -266,6 +266,20 @@ class HeroesService(Application):
 
         self.decisions = DecisionService(self.db_factory, self.workflows.backends, parent=self)
 
+    async def warm_decisions(self) -> None:
+        """Rebuild the runtime predictors of the most recently active organizations from their
+        history (c.OrgPredictors.warm_orgs), beside the API: their first decision need not wait."""
+        t0 = time.monotonic()
+        read = await self.decisions.predictors.warm_up()
+        if read:
+            log.info(
+                "decision: runtime predictors of %d organization(s) rebuilt from %d finished jobs in %.1f s",
+                len(read),
+                sum(read.values()),
+                time.monotonic() - t0,
+                extra=ecs("decision.warmup", "success"),
+            )
+
     def init_db(self) -> None:
         if self.upgrade_db:
             log.info("upgrading the database schema", extra=ecs("db.upgrade"))
@@ -421,11 +435,13 @@ class HeroesService(Application):
         t0 = time.monotonic()
         # recovery (reconciling unfinished instances with their clusters) runs beside the API
         recovery = spawn(self.workflows.start(), "recovering unfinished workflows", self.log)
+        warm = spawn(self.warm_decisions(), "rebuilding the runtime predictors", self.log)
         try:
             await stop.wait()
         finally:
             server.stop()
             recovery.cancel()
+            warm.cancel()
             await self.workflows.stop()
             self.decisions.close()
             await self.workflows.backends.close()

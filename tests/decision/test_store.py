@@ -536,6 +536,53 @@ def test_org_predictors_keep_max_orgs_and_rebuild_an_evicted_one_from_history(db
         OrgPredictors(db.factory, max_orgs=0)
 
 
+def test_warm_rebuilds_the_most_recently_active_organizations(db):
+    """At start the service rebuilds the predictors of the warm_orgs organizations whose jobs finished
+    last, the most recent one last (the last to be dropped); the others wait for their first decision."""
+    acme, globex = db.ids.orgs["acme"], db.ids.orgs["globex"]
+    third = next(i for o, i in db.ids.orgs.items() if i not in (acme, globex))
+    end = datetime(2026, 11, 21, 22, 0)
+    with db.session() as s:  # globex finished last, then acme, then the third organization
+        s.add_all(
+            [_finished_job(_instance(s, db.ids), "main", end - timedelta(hours=i), 1200) for i in range(3)]
+        )
+        s.add(_finished_job(_instance(s, db.ids, org="globex"), "main", end + timedelta(hours=1), 60))
+        s.add(_finished_job(_instance(s, db.ids, org="globex"), "main", end, 60))
+        tpl = db.ids.templates["acme"]
+        inst = orm.WorkflowInstance(
+            org_id=third, user_id=db.ids.users["alice"], template_id=tpl, state="completed"
+        )
+        s.add(inst)
+        s.flush()
+        s.add(_finished_job(inst, "main", end - timedelta(days=3), 600))
+        # cancelled last of all: the predictor learns from completed jobs only, so it does not count
+        s.add(orm.Job(instance_id=inst.id, step="post", state="cancelled", finished=end + timedelta(hours=2)))
+    preds = OrgPredictors(db.factory, warm_orgs=2)
+    try:
+        assert preds.cached() == []
+        assert preds.warm() == {acme: 3, globex: 2}
+        assert preds.cached() == [acme, globex]  # globex, the most recent, is the most recently used
+        assert preds._model(acme).predictor.observed == 3 and preds._model(globex).predictor.observed == 2
+        assert preds.catch_up(acme) == 0  # the first decision has nothing left to read
+    finally:
+        preds.close()
+    assert preds.warm() == {}  # closed: stops before the next organization
+    with OrgPredictorsClosing(db.factory, warm_orgs=8, max_orgs=1) as capped:
+        assert capped.warm() == {globex: 2}  # never more than max_orgs
+    with OrgPredictorsClosing(db.factory, warm_orgs=0) as off:
+        assert off.warm() == {} and off.cached() == []
+    with pytest.raises(TraitError, match="warm_orgs must be 0 or more"):
+        OrgPredictors(db.factory, warm_orgs=-1)
+
+
+class OrgPredictorsClosing(OrgPredictors):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def test_advice_from_history_is_between_the_prediction_and_the_limits(db):
     """After a user's runs of a step, the walltime advice is at least the predicted upper quantile
     and below the template's request, halved on a twice-as-fast queue, and the memory advice is the

@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 
-from jupyter_heroes import dbutil
+from jupyter_heroes import dbutil, orm
+from jupyter_heroes.marketplace.sample import seed
 from jupyter_heroes.testing.base import free_port, wait_for
 
 
@@ -67,23 +69,27 @@ def test_bad_configuration_fails_at_start_naming_the_setting(tmp_path: Path) -> 
     assert "Traceback" not in cp.stderr
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    port = free_port()
-    pidfile = tmp_path / "service.pid"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter_heroes.service",
-            "--upgrade-db",
-            f"--HeroesService.pid_file={pidfile}",
-            "--HeroesService.platform_admins=['alice']",
-        ],
+def start_service(tmp_path: Path, port: int, *args: str) -> subprocess.Popen:
+    """The service as the hub starts it, in the background (its log in tmp_path/service.log)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "jupyter_heroes.service", *args],
         env=service_env(tmp_path, port),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    port = free_port()
+    pidfile = tmp_path / "service.pid"
+    proc = start_service(
+        tmp_path,
+        port,
+        "--upgrade-db",
+        f"--HeroesService.pid_file={pidfile}",
+        "--HeroesService.platform_admins=['alice']",
     )
     url = f"http://127.0.0.1:{port}/services/heroes/api/v1"
     try:
@@ -120,3 +126,50 @@ def test_standalone_service_without_a_reachable_hub(
     log = (tmp_path / "service.log").read_text()
     assert "cannot check credentials with the hub" in log and "abcdef0123456789" not in log
     assert "made alice solution-admin" in log
+
+
+def test_start_rebuilds_the_predictors_of_the_most_recently_active_organizations(tmp_path: Path) -> None:
+    """A restarted service reads the recent organizations' history into their runtime predictors by
+    itself, beside the API (c.OrgPredictors.warm_orgs), and says so in its log."""
+    url = f"sqlite:///{tmp_path / 'history.sqlite'}"
+    dbutil.upgrade(url)
+    engine = dbutil.make_engine(url)
+    end = datetime(2026, 11, 21, 22, 0)
+    with dbutil.session_scope(dbutil.session_factory(engine)) as s:
+        ids = seed(s)
+        for org, jobs in (("acme", 40), ("globex", 25)):
+            for i in range(jobs):
+                inst = orm.WorkflowInstance(
+                    org_id=ids.orgs[org],
+                    user_id=ids.users["alice"],
+                    template_id=ids.templates[org],
+                    state="completed",
+                )
+                s.add(inst)
+                s.flush()
+                s.add(
+                    orm.Job(
+                        instance_id=inst.id,
+                        step="main",
+                        state="completed",
+                        submitted=end - timedelta(hours=i, minutes=30),
+                        finished=end - timedelta(hours=i),
+                        accounting={"elapsed_s": 1500.0 + i},
+                    )
+                )
+    engine.dispose()
+    proc = start_service(
+        tmp_path, free_port(), f"--HeroesService.db_url={url}", "--OrgPredictors.warm_orgs=1"
+    )
+    log = tmp_path / "service.log"
+    try:
+        # acme's jobs finished last; with room for one organization only acme is rebuilt
+        wait_for(lambda: log.exists() and "decision.warmup" in log.read_text(), 60, "predictor warm-up", log)
+        line = next(ln for ln in log.read_text().splitlines() if "decision.warmup" in ln)
+        assert "runtime predictors of 1 organization(s) rebuilt from 40 finished jobs" in line, line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
