@@ -480,6 +480,13 @@ class RuntimePredictor:
             prep = self.prepare(req)
             return self.finish([prep], self._model)[0]
 
+    def prepare_now(self, job: JobRequest) -> tuple[Prepared, _Model]:
+        """What :meth:`predict` would compute for ``job`` now, without the model's scoring: the
+        prepared request and the model current now. ``finish(preps, model)`` later, on many of them
+        at once, answers as :meth:`predict` would have (one scikit-learn call for the lot)."""
+        with self._lock:
+            return self.prepare(job), self._model
+
     def observe(self, job: FinishedJob) -> None:
         """Learn from a finished job (call in completion order); refits when due if ``auto_refit``."""
         with self._lock:

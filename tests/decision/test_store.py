@@ -575,6 +575,65 @@ def test_warm_rebuilds_the_most_recently_active_organizations(db):
         OrgPredictors(db.factory, warm_orgs=-1)
 
 
+def test_a_catch_up_scores_in_batches_exactly_as_job_by_job(db):
+    """The catch-up prepares each finished job just before learning it and scores the predictions in
+    batches (one scikit-learn call per model version): the advisor ends exactly where predicting,
+    advising and learning job by job leaves it, through several refits of the model."""
+    import dataclasses
+    import random
+
+    from jupyter_heroes.decision.advice import WalltimeAdvisor
+
+    acme = db.ids.orgs["acme"]
+    end = datetime(2026, 11, 21, 22, 0)
+    rnd = random.Random(5)
+    users = [db.ids.users[u] for u in sorted(db.ids.users)][:4]
+    with db.session() as s:
+        for i in range(900):
+            inst = orm.WorkflowInstance(
+                org_id=acme,
+                user_id=rnd.choice(users),
+                template_id=db.ids.templates["acme"],
+                state="completed",
+            )
+            s.add(inst)
+            s.flush()
+            s.add(
+                _finished_job(
+                    inst, "main", end - timedelta(minutes=900 - i), min(3500, rnd.lognormvariate(6.5, 1.2))
+                )
+            )
+    preds = OrgPredictors(db.factory)
+    try:
+        assert preds.catch_up(acme) == 900
+        m = preds._model(acme)
+        assert m.predictor.model_version == "2" and m.advisor.advised > 800
+        # the same jobs, one by one as before batching
+        ref, adv = RuntimePredictor(), WalltimeAdvisor()
+        templates: dict = {}
+        with db.session() as s:
+            rows = s.execute(
+                select(orm.Job, orm.WorkflowInstance, orm.User.name)
+                .join(orm.WorkflowInstance, orm.WorkflowInstance.id == orm.Job.instance_id)
+                .join(orm.User, orm.User.id == orm.WorkflowInstance.user_id)
+                .where(orm.WorkflowInstance.org_id == acme)
+                .order_by(orm.Job.finished, orm.Job.id)
+            ).all()
+            for job, inst, user in rows:
+                fj = preds._finished(s, job, inst, user, templates)
+                p = ref.predict(dataclasses.replace(fj.request, job_id=None))
+                adv.observe(adv.advise(p), fj.run_time, fj.request.requested_time)
+                ref.observe(fj)
+        assert ref.model_version == m.predictor.model_version
+        assert (adv.advised, adv.killed, adv._lambda) == (
+            m.advisor.advised,
+            m.advisor.killed,
+            m.advisor._lambda,
+        )
+    finally:
+        preds.close()
+
+
 class OrgPredictorsClosing(OrgPredictors):
     def __enter__(self):
         return self
