@@ -215,8 +215,9 @@ class OrgPredictors(LoggingConfigurable):
         return read
 
     async def warm_up(self) -> dict[int, int]:
-        """:meth:`warm` in the predictors' thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.warm)
+        """:meth:`warm` in a thread of its own: the predictors' pool stays free for decisions (a
+        decision for an organization being rebuilt waits for that organization only)."""
+        return await asyncio.to_thread(self.warm)
 
     def _step(self, org_id: int, m: _OrgModel) -> int:
         templates: dict[int, Template | None] = {}
@@ -242,6 +243,8 @@ class OrgPredictors(LoggingConfigurable):
             rows = s.execute(q.order_by(Job.finished, Job.id).limit(self.batch)).all()
             pending: list[tuple[Prepared, Any, FinishedJob]] = []
             for job, inst, user in rows:
+                if self._closed.is_set():
+                    break  # the service is stopping: the cursor stays at the last job learnt
                 seen += 1
                 m.last_finished, m.last_job_id = job.finished, job.id
                 self._peak(s, m, job, inst, user, templates)
@@ -355,7 +358,7 @@ class OrgPredictors(LoggingConfigurable):
         return self._model(org_id).predictor.model_version
 
     def close(self) -> None:
-        self._closed.set()  # a catch-up in progress stops after its current batch
+        self._closed.set()  # a catch-up in progress stops at its next job
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

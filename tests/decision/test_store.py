@@ -634,6 +634,37 @@ def test_a_catch_up_scores_in_batches_exactly_as_job_by_job(db):
         preds.close()
 
 
+async def test_a_decision_does_not_wait_for_other_organizations_warm_up(db):
+    """The warm-up at start runs in a thread of its own: with a one-thread pool for decisions, a
+    decision for another organization is served while a long history is still being read; closing
+    (the service stopping) ends the warm-up at its next job."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    acme, globex = db.ids.orgs["acme"], db.ids.orgs["globex"]
+    end = datetime(2026, 11, 21, 22, 0)
+    with db.session() as s:
+        for i in range(1500):
+            s.add(_finished_job(_instance(s, db.ids), "main", end - timedelta(minutes=i), 600 + i % 700))
+        s.add(_finished_job(_instance(s, db.ids, org="globex"), "main", end - timedelta(days=30), 60))
+    preds = OrgPredictors(db.factory, executor=ThreadPoolExecutor(1), warm_orgs=1)
+    try:
+        warm = asyncio.ensure_future(preds.warm_up())
+        for _ in range(1000):  # until the warm-up has started on acme
+            if acme in preds.cached():
+                break
+            await asyncio.sleep(0.01)
+        other = await preds.get(globex)
+        assert not warm.done(), "globex's decision waited for acme's warm-up"
+        assert other.observed == 1
+        # the service stops: the warm-up ends at its next job, not after the whole history
+        preds.close()
+        read = (await asyncio.wait_for(warm, 30))[acme]
+        assert read < 1500 and preds._model(acme).predictor.observed == read
+    finally:
+        preds.close()
+
+
 class OrgPredictorsClosing(OrgPredictors):
     def __enter__(self):
         return self
