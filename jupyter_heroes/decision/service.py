@@ -145,6 +145,9 @@ class OrgPredictors(LoggingConfigurable):
         self._guard = threading.Lock()
         self._closed = threading.Event()
         self.evictions = 0
+        #: per organization, the catch-up running in the pool for :meth:`get` and when it started
+        self._inflight: dict[int, tuple[int, asyncio.Future[int]]] = {}
+        self._ticks = 0
 
     def _model(self, org_id: int) -> _OrgModel:
         with self._guard:
@@ -172,10 +175,26 @@ class OrgPredictors(LoggingConfigurable):
             return list(self._models)
 
     async def get(self, org_id: int) -> RuntimePredictor:
-        """The organization's predictor, having observed every job finished so far (in a thread)."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.catch_up, org_id)
-        return self._model(org_id).predictor
+        """The organization's predictor, having observed every job finished so far (in a thread).
+
+        Concurrent calls for one organization share its catch-up: a call that finds one running
+        waits for it instead of taking a second thread of the pool to wait for the lock, and returns
+        once a pass that started after it arrived has ended (so it has seen the jobs finished until
+        then). Runs on the event loop only."""
+        self._ticks += 1
+        arrived = self._ticks
+        while True:
+            running = self._inflight.get(org_id)
+            if running is not None and not running[1].done():
+                await asyncio.shield(running[1])
+                if running[0] > arrived:
+                    return self._model(org_id).predictor
+                continue
+            self._ticks += 1
+            fut = asyncio.get_running_loop().run_in_executor(self.executor, self.catch_up, org_id)
+            self._inflight[org_id] = (self._ticks, fut)
+            await asyncio.shield(fut)
+            return self._model(org_id).predictor
 
     def catch_up(self, org_id: int) -> int:
         """Observe the organization's jobs finished since the last call; returns how many were read

@@ -634,6 +634,17 @@ def test_a_catch_up_scores_in_batches_exactly_as_job_by_job(db):
         preds.close()
 
 
+def _long_and_short_history(db):
+    """acme: 1,500 finished jobs (seconds to read); globex: one. Returns their ids."""
+    acme, globex = db.ids.orgs["acme"], db.ids.orgs["globex"]
+    end = datetime(2026, 11, 21, 22, 0)
+    with db.session() as s:
+        for i in range(1500):
+            s.add(_finished_job(_instance(s, db.ids), "main", end - timedelta(minutes=i), 600 + i % 700))
+        s.add(_finished_job(_instance(s, db.ids, org="globex"), "main", end - timedelta(days=30), 60))
+    return acme, globex
+
+
 async def test_a_decision_does_not_wait_for_other_organizations_warm_up(db):
     """The warm-up at start runs in a thread of its own: with a one-thread pool for decisions, a
     decision for another organization is served while a long history is still being read; closing
@@ -641,12 +652,7 @@ async def test_a_decision_does_not_wait_for_other_organizations_warm_up(db):
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    acme, globex = db.ids.orgs["acme"], db.ids.orgs["globex"]
-    end = datetime(2026, 11, 21, 22, 0)
-    with db.session() as s:
-        for i in range(1500):
-            s.add(_finished_job(_instance(s, db.ids), "main", end - timedelta(minutes=i), 600 + i % 700))
-        s.add(_finished_job(_instance(s, db.ids, org="globex"), "main", end - timedelta(days=30), 60))
+    acme, globex = _long_and_short_history(db)
     preds = OrgPredictors(db.factory, executor=ThreadPoolExecutor(1), warm_orgs=1)
     try:
         warm = asyncio.ensure_future(preds.warm_up())
@@ -661,6 +667,33 @@ async def test_a_decision_does_not_wait_for_other_organizations_warm_up(db):
         preds.close()
         read = (await asyncio.wait_for(warm, 30))[acme]
         assert read < 1500 and preds._model(acme).predictor.observed == read
+    finally:
+        preds.close()
+
+
+async def test_concurrent_decisions_of_one_organization_share_its_catch_up(db):
+    """Two decisions of an organization whose long history is being read take one thread of the
+    pool between them, not both: a third organization's decision is served meanwhile. Each gets the
+    predictor caught up on every job finished before it asked."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    acme, globex = _long_and_short_history(db)
+    end = datetime(2026, 11, 21, 22, 0)
+    preds = OrgPredictors(db.factory, executor=ThreadPoolExecutor(2))
+    try:
+        first = asyncio.ensure_future(preds.get(acme))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(preds.get(acme))
+        await asyncio.sleep(0)
+        other = await preds.get(globex)
+        assert not first.done() and not second.done(), "globex's decision waited for acme's catch-up"
+        assert other.observed == 1
+        # a job of acme finishes while the first catch-up runs: the second decision sees it
+        with db.session() as s:
+            s.add(_finished_job(_instance(s, db.ids), "main", end + timedelta(minutes=5), 900))
+        a, b = await asyncio.wait_for(asyncio.gather(first, second), 60)
+        assert a is b and b.observed == 1501
     finally:
         preds.close()
 
