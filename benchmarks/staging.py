@@ -319,10 +319,6 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
         ratio[label] = round(_median([t / o for o, t in zip(ours_s, theirs_s, strict=True)]), 3)
         ratio[label + "_cpu"] = round(_median(theirs_cpu) / max(_median(ours_cpu), 1e-9), 3)
 
-    async def bucket_tree(prefix: str) -> tuple[int, int]:
-        objs = [o async for o in storage.iter_objects(bucket, prefix)]
-        return len(objs), sum(o.size for o in objs)
-
     try:
         for name, files in (("many_files", args.files), ("one_file", 1)):
             prefix = f"{name}/"
@@ -379,13 +375,12 @@ async def run_staging(args: argparse.Namespace, s3: Any, ssh: Any) -> dict[str, 
                     ("heroes", f"results/out-{name}-{r}/"),
                     ("rclone", f"rclone-out-{name}-{r}/"),
                 ):
-                    n, total = await bucket_tree(prefix)
+                    objs = [o async for o in storage.iter_objects(bucket, prefix)]
+                    n, total = len(objs), sum(o.size for o in objs)
                     assert (n, total) == (files, size), (
                         f"{who} copied {n} files / {total} bytes out, expected {files} / {size}"
                     )
-                    await storage.delete_objects(
-                        bucket, [o.key async for o in storage.iter_objects(bucket, prefix)]
-                    )
+                    await storage.delete_objects(bucket, [o.key for o in objs])
 
             await compare(f"{name}_out", heroes_out, rclone_out, after_out)
             client.exec_command(f"rm -rf {shlex.quote(source)}", timeout=600)[1].read()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import math
 import threading
@@ -289,16 +290,11 @@ class OrgPredictors(LoggingConfigurable):
         aversion tracks ``c.AdvisorOptions.target_kill_rate``. Each job was prepared just before it
         was learnt; the predictions are scored here in one call per model version, which is what
         makes a catch-up over a long history fast. Empties *pending*."""
-        start = 0
-        while start < len(pending):
-            model = pending[start][1]
-            end = start
-            while end < len(pending) and pending[end][1] is model:
-                end += 1
-            batch = pending[start:end]
-            for p, (_, _, fj) in zip(m.predictor.finish([b[0] for b in batch], model), batch, strict=True):
+        for _, group in itertools.groupby(pending, key=lambda entry: id(entry[1])):
+            batch = list(group)
+            predictions = m.predictor.finish([prep for prep, _, _ in batch], batch[0][1])
+            for p, (_, _, fj) in zip(predictions, batch, strict=True):
                 m.advisor.observe(m.advisor.advise(p), fj.run_time, fj.request.requested_time)
-            start = end
         pending.clear()
 
     def advisor(self, org_id: int) -> WalltimeAdvisor:

@@ -8,6 +8,11 @@ yet: it predicts from the request), so the store sees what the service stores.""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import random
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from traitlets.config import Config
 
 from jupyter_heroes import orm
 from jupyter_heroes.decision import store
+from jupyter_heroes.decision.advice import WalltimeAdvisor
 from jupyter_heroes.decision.candidates import make_candidate
 from jupyter_heroes.decision.decide import decide
 from jupyter_heroes.decision.ear import read_ear_csv
@@ -567,9 +573,9 @@ def test_warm_rebuilds_the_most_recently_active_organizations(db):
     finally:
         preds.close()
     assert preds.warm() == {}  # closed: stops before the next organization
-    with OrgPredictorsClosing(db.factory, warm_orgs=8, max_orgs=1) as capped:
+    with closing(OrgPredictors(db.factory, warm_orgs=8, max_orgs=1)) as capped:
         assert capped.warm() == {globex: 2}  # never more than max_orgs
-    with OrgPredictorsClosing(db.factory, warm_orgs=0) as off:
+    with closing(OrgPredictors(db.factory, warm_orgs=0)) as off:
         assert off.warm() == {} and off.cached() == []
     with pytest.raises(TraitError, match="warm_orgs must be 0 or more"):
         OrgPredictors(db.factory, warm_orgs=-1)
@@ -579,11 +585,6 @@ def test_a_catch_up_scores_in_batches_exactly_as_job_by_job(db):
     """The catch-up prepares each finished job just before learning it and scores the predictions in
     batches (one scikit-learn call per model version): the advisor ends exactly where predicting,
     advising and learning job by job leaves it, through several refits of the model."""
-    import dataclasses
-    import random
-
-    from jupyter_heroes.decision.advice import WalltimeAdvisor
-
     acme = db.ids.orgs["acme"]
     end = datetime(2026, 11, 21, 22, 0)
     rnd = random.Random(5)
@@ -649,9 +650,6 @@ async def test_a_decision_does_not_wait_for_other_organizations_warm_up(db):
     """The warm-up at start runs in a thread of its own: with a one-thread pool for decisions, a
     decision for another organization is served while a long history is still being read; closing
     (the service stopping) ends the warm-up at its next job."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
     acme, globex = _long_and_short_history(db)
     preds = OrgPredictors(db.factory, executor=ThreadPoolExecutor(1), warm_orgs=1)
     try:
@@ -675,9 +673,6 @@ async def test_concurrent_decisions_of_one_organization_share_its_catch_up(db):
     """Two decisions of an organization whose long history is being read take one thread of the
     pool between them, not both: a third organization's decision is served meanwhile. Each gets the
     predictor caught up on every job finished before it asked."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
     acme, globex = _long_and_short_history(db)
     end = datetime(2026, 11, 21, 22, 0)
     preds = OrgPredictors(db.factory, executor=ThreadPoolExecutor(2))
@@ -696,14 +691,6 @@ async def test_concurrent_decisions_of_one_organization_share_its_catch_up(db):
         assert a is b and b.observed == 1501
     finally:
         preds.close()
-
-
-class OrgPredictorsClosing(OrgPredictors):
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def test_advice_from_history_is_between_the_prediction_and_the_limits(db):
