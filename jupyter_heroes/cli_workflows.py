@@ -158,6 +158,8 @@ def _decide(args: argparse.Namespace) -> int:
         )
     else:
         print(df.attrs.get("message") or "no candidate is left")
+    for note in df.attrs.get("notes") or []:
+        print(f"note: {note}")
     return 0
 
 

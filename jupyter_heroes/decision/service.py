@@ -44,6 +44,7 @@ from traitlets import Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from ..dbutil import session_scope
+from ..log import ecs
 from ..orm import Cluster, Job, User, WorkflowInstance, WorkflowTemplate
 from ..workflows.overrides import effective_template
 from ..workflows.templates import Resources, Template, load_template
@@ -73,6 +74,8 @@ log = logging.getLogger("jupyter_heroes.decision")
 PEAKS_KEPT = 50
 #: finished jobs whose predictions a catch-up scores in one scikit-learn call (see _advise_and_observe)
 ADVICE_BATCH = 256
+#: the jobs a predictor learns from: completed, with an end time
+LEARNT = (Job.state == "completed", Job.finished.is_not(None))
 
 
 @dataclass
@@ -81,6 +84,8 @@ class _OrgModel:
     last_finished: datetime | None = None
     last_job_id: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: finished jobs read by catch-ups so far (the progress of a rebuild)
+    read: int = 0
     #: the organization's walltime advisor, its risk aversion adapted on every finished job
     advisor: WalltimeAdvisor = field(default_factory=WalltimeAdvisor)
     #: (template, step) -> recent (user, peak memory in MB per node) of finished jobs
@@ -120,6 +125,23 @@ class OrgPredictors(LoggingConfigurable):
     def _not_negative(self, proposal: Any) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"c.OrgPredictors.warm_orgs must be 0 or more, got {proposal['value']}")
+        return proposal["value"]
+
+    decision_wait = Float(
+        10.0,
+        help="""Seconds a decision waits for its organization's runtime predictor to catch up on the
+        jobs finished since it was last used (usually milliseconds). After a restart an organization
+        not rebuilt at start (see warm_orgs) needs one pass over its whole history, about 3 minutes
+        per 100,000 finished jobs. A decision still waiting after this long goes on without the model:
+        its runtimes fall back to the requests, its walltime and memory advice keep the requests, and
+        its notes say so; the rebuild carries on, and later decisions use the model. Keep it, plus
+        nothing else slower, under the clients' 30 s timeout.""",
+    ).tag(config=True)
+
+    @validate("decision_wait")
+    def _positive(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError(f"c.OrgPredictors.decision_wait must be more than 0 s, got {proposal['value']}")
         return proposal["value"]
 
     batch = Integer(
@@ -197,6 +219,52 @@ class OrgPredictors(LoggingConfigurable):
             await asyncio.shield(fut)
             return self._model(org_id).predictor
 
+    async def for_decision(self, org_id: int) -> tuple[RuntimePredictor, str | None]:
+        """The organization's predictor caught up (:meth:`get`) and ``None``; or, when that takes
+        longer than ``decision_wait`` (a rebuild over a long history), a predictor with no history
+        (whose runtimes fall back to the requests) and a note for the user saying so. The rebuild
+        goes on either way. Runs on the event loop only."""
+        task = asyncio.ensure_future(self.get(org_id))
+        done, _ = await asyncio.wait({task}, timeout=self.decision_wait)
+        if task in done:
+            return task.result(), None
+        task.add_done_callback(self._rebuilt)
+        read = self._model(org_id).read
+        total = await asyncio.to_thread(self.finished_jobs, org_id)
+        self.log.info(
+            "decision: organization %s decided without its runtime model, still being rebuilt "
+            "(%d of %d finished jobs read; c.OrgPredictors.decision_wait=%g s)",
+            org_id,
+            read,
+            total,
+            self.decision_wait,
+            extra=ecs("decision.rebuilding", "success"),
+        )
+        note = (
+            "the runtime model of your organization is being rebuilt from its history after a restart of "
+            f"the service ({read:,} of {total:,} finished jobs read so far): these runtimes are the "
+            "requested walltimes and the advice keeps the requests. Compare again in a few minutes for "
+            "predictions learnt from your organization's runs."
+        )
+        return _Rebuilding(self.predictor_factory()), note
+
+    def _rebuilt(self, task: asyncio.Future[RuntimePredictor]) -> None:
+        """Log a rebuild that no decision waited for to its end, if it failed."""
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("decision: rebuilding a runtime predictor failed: %s", task.exception())
+
+    def finished_jobs(self, org_id: int) -> int:
+        """How many completed jobs of the organization a full rebuild reads. Blocking."""
+        with session_scope(self.session_factory) as s:
+            return (
+                s.scalar(
+                    select(func.count(Job.id))
+                    .join(WorkflowInstance, WorkflowInstance.id == Job.instance_id)
+                    .where(WorkflowInstance.org_id == org_id, *LEARNT)
+                )
+                or 0
+            )
+
     def catch_up(self, org_id: int) -> int:
         """Observe the organization's jobs finished since the last call; returns how many were read
         (those without a known runtime are skipped). Blocking: call it from a thread."""
@@ -222,7 +290,7 @@ class OrgPredictors(LoggingConfigurable):
             orgs = s.scalars(
                 select(WorkflowInstance.org_id)
                 .join(Job, Job.instance_id == WorkflowInstance.id)
-                .where(Job.state == "completed", Job.finished.is_not(None))
+                .where(*LEARNT)
                 .group_by(WorkflowInstance.org_id)
                 .order_by(latest.desc(), WorkflowInstance.org_id)
                 .limit(n)
@@ -247,11 +315,7 @@ class OrgPredictors(LoggingConfigurable):
                 select(Job, WorkflowInstance, User.name)
                 .join(WorkflowInstance, WorkflowInstance.id == Job.instance_id)
                 .join(User, User.id == WorkflowInstance.user_id)
-                .where(
-                    WorkflowInstance.org_id == org_id,
-                    Job.state == "completed",
-                    Job.finished.is_not(None),
-                )
+                .where(WorkflowInstance.org_id == org_id, *LEARNT)
             )
             if m.last_finished is not None:
                 q = q.where(
@@ -266,6 +330,7 @@ class OrgPredictors(LoggingConfigurable):
                 if self._closed.is_set():
                     break  # the service is stopping: the cursor stays at the last job learnt
                 seen += 1
+                m.read += 1
                 m.last_finished, m.last_job_id = job.finished, job.id
                 self._peak(s, m, job, inst, user, templates)
                 fj = self._finished(s, job, inst, user, templates)
@@ -398,6 +463,20 @@ def enabled_application_for(s: Session, org_id: int, application: str) -> tuple[
             "included; name the one it runs as provider/name in the template's application field"
         )
     return None, ""
+
+
+class _Rebuilding:
+    """A predictor with no history standing in while the organization's own is rebuilt: its
+    predictions (the requests, :data:`~.predict.SOURCES`) carry the model version ``rebuilding``,
+    so the decision performance keeps them apart from the model's."""
+
+    VERSION = "rebuilding"
+
+    def __init__(self, predictor: RuntimePredictor) -> None:
+        self.predictor = predictor
+
+    def predict(self, features: Mapping[str, Any]) -> RuntimePrediction:
+        return dataclasses.replace(self.predictor.predict(features), model_version=self.VERSION)
 
 
 class _Recording:
@@ -545,6 +624,7 @@ class DecisionService(LoggingConfigurable):
         decision: Decision,
         predictions: Mapping[str, Any],
         cands: Sequence[CandidateQueue],
+        rebuilding: bool = False,
     ) -> dict[str, dict[str, dict[str, Any]]]:
         """Per ranked candidate (``cluster/queue``) and step: the walltime and memory to ask for.
 
@@ -554,7 +634,9 @@ class DecisionService(LoggingConfigurable):
         and capped by the template's walltime and the queue's limit. When the advisor keeps the
         request (little history, or none justifying less) it is the template's walltime. Memory: :func:`~.advice.memory_advice` over the recent peaks of the
         same step (the user's, else the organization's), capped by the request and the queue's
-        memory per node. Blocking (reads the peaks under the predictor's lock): call from a thread.
+        memory per node. *rebuilding*: the organization's predictor is being rebuilt (see
+        :meth:`OrgPredictors.for_decision`), so the request is kept and its lock is not waited for.
+        Blocking (reads the peaks under the predictor's lock): call from a thread.
         """
         by_key = {c.key: c for c in cands}
         ranked = [r for r in decision.to_dict()["candidates"] if r.get("status") == "ranked"]
@@ -562,14 +644,19 @@ class DecisionService(LoggingConfigurable):
         steps: dict[str, dict[str, Any]] = {}
         m = self.predictors._model(org_id)
         opts = m.advisor.options
-        with m.lock:
-            peaks = {
-                s.name: self.predictors.peaks(org_id, template.name, s.name, user) for s in template.steps
-            }
+        peaks: dict[str, tuple[list[float], str]] = {s.name: ([], "") for s in template.steps}
+        if not rebuilding:
+            with m.lock:
+                peaks = {
+                    s.name: self.predictors.peaks(org_id, template.name, s.name, user) for s in template.steps
+                }
         for s in template.order():
             r = s.resources
             p = predictions.get(s.name)
-            if isinstance(p, RuntimePrediction):
+            if rebuilding:
+                keep, base = True, float(r.walltime_s)
+                why = "your organization's runtime model is being rebuilt: keep the request"
+            elif isinstance(p, RuntimePrediction):
                 with m.lock:
                     a = m.advisor.advise(p)
                 keep = a.walltime is None or a.walltime >= r.walltime_s
@@ -588,6 +675,8 @@ class DecisionService(LoggingConfigurable):
             mem_why = (
                 f"largest recent peak of {whose} runs of this step + {self.advice_memory_margin:.0%}"
                 if mem_peaks
+                else "your organization's runtime model is being rebuilt: keep the request"
+                if rebuilding
                 else "no peak memory recorded for this step yet: keep the request"
             )
             point = float(p.point) if p is not None else None
@@ -710,13 +799,16 @@ class DecisionService(LoggingConfigurable):
             if (allowed is None or c.cluster in allowed) and not check_feasible(c, template, req.requirements)
         ]
         first = template.order()[0].resources if template.steps else Resources()
-        waits, predictor = await asyncio.gather(
-            self.waits(runners, asked, first, now), self.predictors.get(req.org_id)
+        waits, (predictor, rebuild_note) = await asyncio.gather(
+            self.waits(runners, asked, first, now), self.predictors.for_decision(req.org_id)
         )
         loop = asyncio.get_running_loop()
         recording = _Recording(predictor)
+        # while a rebuild holds a thread of the predictors' pool, a decision without the model does
+        # not queue behind it (nor behind a second organization's rebuild)
+        executor = None if rebuild_note else self.predictors.executor
         decision = await loop.run_in_executor(
-            self.predictors.executor,
+            executor,
             lambda: decide(
                 template,
                 values,
@@ -739,10 +831,12 @@ class DecisionService(LoggingConfigurable):
             self._with_licence(decision, app_offer)
         if app_note:
             decision.notes.append(app_note)
+        if rebuild_note:
+            decision.notes.append(rebuild_note)
         if decision.recommendation is None:
             raise DecisionStoreError(_nothing_message(decision), "no_candidate", 400)
         advice = await loop.run_in_executor(
-            self.predictors.executor,
+            executor,
             self.advise,
             req.org_id,
             req.user_name,
@@ -750,6 +844,7 @@ class DecisionService(LoggingConfigurable):
             decision,
             recording.by_step,
             cands,
+            rebuild_note is not None,
         )
         limits = {
             "deadline": req.choice.deadline.isoformat() if req.choice.deadline else None,

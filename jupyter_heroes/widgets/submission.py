@@ -595,7 +595,8 @@ def _sorted(df: Any, column: str) -> Any:
 def decision_table_html(df: Any, max_rows: int = 30, sort_by: str = "rank") -> str:
     """The decision's candidates as a compact HTML table: one row per candidate (``tr.heroes-candidate``
     with ``data-cluster``/``data-queue``), sorted by *sort_by* (a column of :data:`SORT_OPTIONS`), the
-    recommended one (rank 1) highlighted (``heroes-recommended``), the reasons in the last column."""
+    recommended one (rank 1) highlighted (``heroes-recommended``), the reasons in the last column, and
+    the service's notes on the whole comparison (``df.attrs["notes"]``) under it."""
     df = _sorted(df, sort_by)
     cols = [(c, h) for c, h in DECISION_COLUMNS if c in df.columns]
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{_esc(h)}</th>" for _, h in cols)
@@ -614,6 +615,12 @@ def decision_table_html(df: Any, max_rows: int = 30, sort_by: str = "rank") -> s
             f"{cells}</tr>"
         )
     note = f"<div style='color:#777'>{len(df) - max_rows} more not shown</div>" if len(df) > max_rows else ""
+    notes = [str(n) for n in (getattr(df, "attrs", {}) or {}).get("notes") or []]
+    if notes:  # what the service says about the whole comparison (e.g. where its runtimes come from)
+        items = "".join(f"<li>{_esc(n)}</li>" for n in notes)
+        note += (
+            f"<ul class='heroes-decision-notes' style='color:#555;font-size:90%;margin:4px 0'>{items}</ul>"
+        )
     return (
         "<table class='heroes-decision-table' style='border-collapse:collapse;font-size:90%'>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"

@@ -111,6 +111,7 @@ def test_decide_then_submit_following_it_with_its_advice(env, capsys):
         r"^decision (\S+): submit with heroes submit monte-carlo-pi \.\.\. --cluster local", out, re.M
     )
     assert m and "recommended: local / debug" in out, out
+    assert re.search(r"^note: runtimes predicted by \S", out, re.M), out  # the service's notes
     code, out, err = heroes(env, capsys, "decide", "monte-carlo-pi", "samples=20000", "--json")
     assert "NaN" not in out  # strict JSON: unknown values are null
     answer = json.loads(out)

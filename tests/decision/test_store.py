@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
@@ -691,6 +692,68 @@ async def test_concurrent_decisions_of_one_organization_share_its_catch_up(db):
         assert a is b and b.observed == 1501
     finally:
         preds.close()
+
+
+async def test_a_decision_goes_on_without_the_model_while_a_long_history_is_rebuilt(db):
+    """A decision does not wait longer than c.OrgPredictors.decision_wait for its organization's
+    predictor: while 1,500 jobs are still being read it answers from the requests, says so in its
+    notes, keeps the requests as advice and stores its predictions as model version "rebuilding". The
+    rebuild carries on, and the next decision uses the model."""
+    from jupyter_heroes.decision.service import DecideRequest, DecisionService
+
+    acme, _ = _long_and_short_history(db)
+    with db.session() as s:
+        own = orm.Cluster(org_id=acme, name="own", transport="local", scheduler="local", site={"pue": 1.2})
+        own.queues.append(
+            orm.ClusterQueue(
+                name="q",
+                max_nodes=4,
+                cpus_per_node=16,
+                mem_per_node_mb=16384,
+                gpus_per_node=2,
+                max_walltime_s=86400,
+            )
+        )
+        s.add(own)
+        row = s.get(orm.WorkflowTemplate, db.ids.templates["acme"])
+        template_row = SimpleNamespace(id=row.id, spec=row.spec)
+    req = DecideRequest(
+        org_id=acme, user=None, user_name="alice", template_row=template_row, params={}, choice=UserChoice()
+    )
+    svc = DecisionService(db.factory, config=Config({"OrgPredictors": {"decision_wait": 0.2}}))
+    try:
+        first = await svc.decide(req)
+        read = svc.predictors._model(acme).predictor.observed
+        assert read < 1500, "the decision waited for the whole rebuild"
+        note = next(n for n in first.decision.notes if "being rebuilt" in n)
+        assert "of 1,500 finished jobs read so far" in note and "Compare again in a few minutes" in note
+        assert first.model_version == "rebuilding"
+        assert {(st.source, st.model_version) for st in first.decision.steps} == {("request", "rebuilding")}
+        advice = first.advice["own/q"]
+        for step in advice.values():
+            assert step["walltime_s"] == step["requested_walltime_s"]
+            assert step["memory_mb"] == step["requested_memory_mb"]
+            assert "being rebuilt" in step["basis"] and "being rebuilt" in step["memory_basis"]
+        # the rebuild went on; once it is done, decisions use the model again
+        caught_up = await asyncio.wait_for(svc.predictors.get(acme), 120)
+        assert caught_up.observed == 1500 and caught_up.model_version not in ("0", "rebuilding")
+        second = await svc.decide(req)
+        assert not any("being rebuilt" in n for n in second.decision.notes)
+        assert second.model_version == caught_up.model_version
+        assert "request" not in {st.source for st in second.decision.steps}
+        with db.session() as s:
+            stored = {
+                (d, v)
+                for d, v in s.execute(
+                    select(DecisionPrediction.decision_id, DecisionPrediction.model_version)
+                ).all()
+            }
+        assert (first.decision_id, "rebuilding") in stored
+        assert (second.decision_id, caught_up.model_version) in stored
+    finally:
+        svc.close()
+    with pytest.raises(TraitError, match="decision_wait must be more than 0 s"):
+        OrgPredictors(db.factory, decision_wait=0)
 
 
 def test_advice_from_history_is_between_the_prediction_and_the_limits(db):

@@ -65,6 +65,10 @@ def test_one_row_per_candidate_recommended_first_and_escaped():
     assert "galileo/debug" not in html  # internal columns stay in the DataFrame
     many = pd.concat([df.iloc[:1]] * 35, ignore_index=True)
     assert "5 more not shown" in decision_table_html(many)
+    assert "heroes-decision-notes" not in html  # no notes, no list
+    df.attrs["notes"] = ["runtimes predicted by request (rebuilding)", "costs <include> the licence"]
+    notes = re.findall(r"<li>(.*?)</li>", decision_table_html(df).split("heroes-decision-notes", 1)[1])
+    assert notes == ["runtimes predicted by request (rebuilding)", "costs &lt;include&gt; the licence"]
 
 
 def test_sorted_by_each_measure_missing_values_last():
