@@ -43,7 +43,7 @@ import numpy as np
 from traitlets import Float, Int, TraitError, validate
 from traitlets.config import LoggingConfigurable
 
-from .predict import Prediction
+from .predict import Prediction, option_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +119,15 @@ class WalltimeAdvisor:
         self._warmup: list[tuple[tuple[tuple[float, float, float], ...], float, float | None]] | None = (
             [] if self.options.calibration_jobs > 0 else None
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What the advisor learnt, with its options as plain values (for saving with pickle)."""
+        return {**self.__dict__, "options": option_values(self.options)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.options = AdvisorOptions(**state.pop("options"))
+        self.__dict__.update(state)
 
     @property
     def aversion(self) -> float | None:

@@ -414,6 +414,11 @@ class PredictorOptions(LoggingConfigurable):
         return proposal["value"]
 
 
+def option_values(options: LoggingConfigurable) -> dict[str, Any]:
+    """The configurable values of an options object (to save and compare them)."""
+    return {name: getattr(options, name) for name in sorted(options.trait_names(config=True))}
+
+
 class RuntimePredictor:
     """Online runtime predictor; see the module docstring.
 
@@ -455,6 +460,27 @@ class RuntimePredictor:
         self._last_fit_n = 0
         self._model = _Model(0, None, 0)
         self._widen_low = self._widen_high = 0.0  # log-scale widening of q_low / q_high
+
+    # ----------------------------------------------------------------- saving (pickle)
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything learnt (history, submissions in flight, the fitted models), with the options
+        as plain values; the locks and the logger are not kept."""
+        with self._lock:
+            state = {
+                k: v for k, v in self.__dict__.items() if k not in ("options", "log", "_lock", "_fit_lock")
+            }
+            state["_cache"] = OrderedDict(self._cache)
+            state["_train"], state["_wtrain"] = deque(self._train), deque(self._wtrain)
+        state["options"] = option_values(self.options)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.options = PredictorOptions(**state.pop("options"))
+        self.log = self.options.log
+        self._lock = threading.RLock()
+        self._fit_lock = threading.Lock()
+        self.__dict__.update(state)
 
     # ----------------------------------------------------------------- public interface
     @property

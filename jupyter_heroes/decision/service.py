@@ -48,6 +48,7 @@ from ..log import ecs
 from ..orm import Cluster, Job, User, WorkflowInstance, WorkflowTemplate
 from ..workflows.overrides import effective_template
 from ..workflows.templates import Resources, Template, load_template
+from . import saved
 from .advice import AdvisorOptions, WalltimeAdvisor, memory_advice
 from .candidates import (
     CandidateQueue,
@@ -62,7 +63,7 @@ from .candidates import (
 )
 from .cost import Offer
 from .decide import Decision, Prediction, decide, step_features
-from .predict import FinishedJob, JobRequest, PredictionError, Prepared, RuntimePredictor
+from .predict import FinishedJob, JobRequest, PredictionError, Prepared, RuntimePredictor, option_values
 from .predict import Prediction as RuntimePrediction
 from .ranking import Policy, UserChoice, resolve_strategy
 from .store import DecisionStoreError, actual_runtime, get_policy, power_measurements, record_decision
@@ -86,6 +87,10 @@ class _OrgModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: finished jobs read by catch-ups so far (the progress of a rebuild)
     read: int = 0
+    #: ``read`` when last saved to (or restored from) c.OrgPredictors.state_dir
+    saved_read: int = 0
+    #: whether a saved state was looked for (once, at the first catch-up)
+    restore_tried: bool = False
     #: the organization's walltime advisor, its risk aversion adapted on every finished job
     advisor: WalltimeAdvisor = field(default_factory=WalltimeAdvisor)
     #: (template, step) -> recent (user, peak memory in MB per node) of finished jobs
@@ -144,6 +149,35 @@ class OrgPredictors(LoggingConfigurable):
             raise TraitError(f"c.OrgPredictors.decision_wait must be more than 0 s, got {proposal['value']}")
         return proposal["value"]
 
+    state_dir = Unicode(
+        None,
+        allow_none=True,
+        help="""Directory where each organization's runtime predictor is saved (<organization id>.predictor:
+        what it learnt, its walltime advisor and memory peaks, as a zlib-compressed pickle of a few MB,
+        about 8 MB at a full c.PredictorOptions.train_window) every save_interval seconds and when the
+        service stops. A predictor is restored from it when first needed, so after a restart only the
+        jobs finished since the save are read instead of the organization's whole history. Created with
+        mode 0700; a directory or file that another user owns or can write is not loaded (pickles run
+        code). A saved predictor is not used, and the organization's is rebuilt from its history, when
+        it was written by another version of HEROES, scikit-learn, numpy or Python, with other
+        c.PredictorOptions or c.AdvisorOptions, or when the last job it learnt is no longer in the
+        database. Empty: never saved. The service's default: heroes-predictors beside a SQLite
+        database, else ./heroes-predictors.""",
+    ).tag(config=True)
+
+    save_interval = Float(
+        600.0,
+        help="""Seconds between saves to state_dir of the predictors that learnt something since their
+        last save (they are saved when the service stops too; a crash loses at most this much learning,
+        which the next catch-up reads again from the database).""",
+    ).tag(config=True)
+
+    @validate("save_interval")
+    def _positive_interval(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError(f"c.OrgPredictors.save_interval must be more than 0 s, got {proposal['value']}")
+        return proposal["value"]
+
     batch = Integer(
         5000,
         help="""Finished jobs read from the database per catch-up step (the predictor observes them in
@@ -171,6 +205,8 @@ class OrgPredictors(LoggingConfigurable):
         #: per organization, the catch-up running in the pool for :meth:`get` and when it started
         self._inflight: dict[int, tuple[int, asyncio.Future[int]]] = {}
         self._ticks = 0
+        #: predictors restored from state_dir so far
+        self.restored = 0
 
     def _model(self, org_id: int) -> _OrgModel:
         with self._guard:
@@ -271,12 +307,116 @@ class OrgPredictors(LoggingConfigurable):
         m = self._model(org_id)
         total = 0
         with m.lock:
+            if not m.restore_tried:
+                m.restore_tried = True
+                self._restore(org_id, m)
             while not self._closed.is_set():
                 n = self._step(org_id, m)
                 total += n
                 if n < self.batch:
                     break
         return total
+
+    def _restore(self, org_id: int, m: _OrgModel) -> bool:
+        """Replace *m*'s learning by the state saved in ``state_dir`` if there is a usable one (see
+        its help); logs why one is not used. Call with ``m.lock`` held, before *m* learnt anything."""
+        if not self.state_dir:
+            return False
+        try:
+            state = saved.read(self.state_dir, org_id)
+            if state is None:
+                return False
+            predictor, advisor = state["predictor"], state["advisor"]
+            if state.get("org_id") != org_id:
+                raise saved.SavedStateError(f"it was saved for organization {state.get('org_id')}")
+            if option_values(predictor.options) != option_values(m.predictor.options):
+                raise saved.SavedStateError("it was saved with other c.PredictorOptions")
+            if option_values(advisor.options) != option_values(m.advisor.options):
+                raise saved.SavedStateError("it was saved with other c.AdvisorOptions")
+            last_finished, last_job_id = state["cursor"]
+            if last_job_id and not self._still_there(org_id, last_job_id, last_finished):
+                raise saved.SavedStateError(
+                    f"the last job it learnt ({last_job_id}) is no longer a finished job of the organization "
+                    "in the database"
+                )
+        except (saved.SavedStateError, KeyError, AttributeError, TypeError, ValueError) as e:
+            self.log.warning(
+                "decision: saved runtime predictor of organization %s not used, rebuilt from its history: %s",
+                org_id,
+                e,
+                extra=ecs("decision.restore", "failure", reason=str(e)[:500]),
+            )
+            return False
+        m.predictor, m.advisor, m.peaks = predictor, advisor, state["peaks"]
+        m.last_finished, m.last_job_id = last_finished, last_job_id
+        m.read = m.saved_read = int(state["read"])
+        self.restored += 1
+        self.log.info(
+            "decision: runtime predictor of organization %s restored from %s (%d finished jobs learnt, "
+            "model version %s)",
+            org_id,
+            saved.path_for(self.state_dir, org_id),
+            m.read,
+            predictor.model_version,
+            extra=ecs("decision.restore", "success"),
+        )
+        return True
+
+    def _still_there(self, org_id: int, job_id: int, finished: datetime | None) -> bool:
+        with session_scope(self.session_factory) as s:
+            got = s.execute(
+                select(Job.finished)
+                .join(WorkflowInstance, WorkflowInstance.id == Job.instance_id)
+                .where(Job.id == job_id, WorkflowInstance.org_id == org_id, *LEARNT)
+            ).scalar_one_or_none()
+        return got is not None and got == finished
+
+    def save(self, org_id: int) -> bool:
+        """Save the organization's predictor to ``state_dir`` if it learnt something since it was last
+        saved or restored; returns whether it wrote. Blocking (waits for a catch-up in progress)."""
+        if not self.state_dir:
+            return False
+        with self._guard:
+            m = self._models.get(org_id)
+        if m is None:
+            return False
+        with m.lock:
+            if m.read == m.saved_read:
+                return False
+            state = {
+                "org_id": org_id,
+                "cursor": (m.last_finished, m.last_job_id),
+                "read": m.read,
+                "predictor": m.predictor,
+                "advisor": m.advisor,
+                "peaks": m.peaks,
+            }
+            saved.write(self.state_dir, org_id, state)
+            m.saved_read = m.read
+        return True
+
+    def save_all(self) -> int:
+        """Save every predictor in memory that learnt something since its last save; returns how many
+        were written. A failure is logged (with the fix), never raised. Blocking."""
+        n = 0
+        for org_id in self.cached():
+            try:
+                n += self.save(org_id)
+            except Exception as e:  # the service goes on (and stops) without it
+                self.log.error(
+                    "decision: runtime predictor of organization %s not saved to c.OrgPredictors.state_dir "
+                    "%s: %s (check the directory's owner, mode and free space)",
+                    org_id,
+                    self.state_dir,
+                    e,
+                )
+        return n
+
+    async def keep_saved(self) -> None:
+        """:meth:`save_all` every ``save_interval`` seconds, in a thread, until cancelled."""
+        while self.state_dir:
+            await asyncio.sleep(self.save_interval)
+            await asyncio.to_thread(self.save_all)
 
     def warm(self) -> dict[int, int]:
         """Catch up the predictors of the ``warm_orgs`` organizations whose jobs finished most
@@ -438,8 +578,12 @@ class OrgPredictors(LoggingConfigurable):
         return self._model(org_id).predictor.model_version
 
     def close(self) -> None:
-        self._closed.set()  # a catch-up in progress stops at its next job
+        """Stop catching up (a catch-up in progress stops at its next job) and save the predictors
+        (``state_dir``). Blocking."""
+        self._closed.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.state_dir:
+            self.save_all()
 
 
 def enabled_application_for(s: Session, org_id: int, application: str) -> tuple[Any, str]:

@@ -265,16 +265,28 @@ class HeroesService(Application):
         from ..decision.service import DecisionService
 
         self.decisions = DecisionService(self.db_factory, self.workflows.backends, parent=self)
+        preds = self.decisions.predictors
+        if preds.state_dir is None:  # c.OrgPredictors.state_dir not set: beside the database
+            if self.db_url.startswith("sqlite:///"):
+                base = Path(self.db_url.removeprefix("sqlite:///")).resolve().parent
+            else:
+                base = Path.cwd()
+            preds.state_dir = str(base / "heroes-predictors")
 
     async def warm_decisions(self) -> None:
-        """Rebuild the runtime predictors of the most recently active organizations from their
-        history (c.OrgPredictors.warm_orgs), beside the API: their first decision need not wait."""
+        """Restore (c.OrgPredictors.state_dir) or rebuild from their history the runtime predictors
+        of the most recently active organizations (c.OrgPredictors.warm_orgs), beside the API: their
+        first decision need not wait."""
         t0 = time.monotonic()
-        read = await self.decisions.predictors.warm_up()
+        preds = self.decisions.predictors
+        restored = preds.restored
+        read = await preds.warm_up()
         if read:
             log.info(
-                "decision: runtime predictors of %d organization(s) rebuilt from %d finished jobs in %.1f s",
+                "decision: runtime predictors of %d organization(s) ready, %d of them restored from their "
+                "saved state; %d finished jobs read in %.1f s",
                 len(read),
+                preds.restored - restored,
                 sum(read.values()),
                 time.monotonic() - t0,
                 extra=ecs("decision.warmup", "success"),
@@ -436,12 +448,14 @@ class HeroesService(Application):
         # recovery (reconciling unfinished instances with their clusters) runs beside the API
         recovery = spawn(self.workflows.start(), "recovering unfinished workflows", self.log)
         warm = spawn(self.warm_decisions(), "rebuilding the runtime predictors", self.log)
+        saving = spawn(self.decisions.predictors.keep_saved(), "saving the runtime predictors", self.log)
         try:
             await stop.wait()
         finally:
             server.stop()
             recovery.cancel()
             warm.cancel()
+            saving.cancel()
             await self.workflows.stop()
             self.decisions.close()
             await self.workflows.backends.close()

@@ -166,7 +166,26 @@ def test_start_rebuilds_the_predictors_of_the_most_recently_active_organizations
         # acme's jobs finished last; with room for one organization only acme is rebuilt
         wait_for(lambda: log.exists() and "decision.warmup" in log.read_text(), 60, "predictor warm-up", log)
         line = next(ln for ln in log.read_text().splitlines() if "decision.warmup" in ln)
-        assert "runtime predictors of 1 organization(s) rebuilt from 40 finished jobs" in line, line
+        assert "runtime predictors of 1 organization(s) ready, 0 of them restored" in line, line
+        assert "40 finished jobs read" in line, line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        # stopping saved acme's predictor beside the database (c.OrgPredictors.state_dir) ...
+        state = tmp_path / "heroes-predictors"
+        assert [f.name for f in state.iterdir()] == [f"{ids.orgs['acme']}.predictor"]
+        assert state.stat().st_mode & 0o777 == 0o700
+        assert (state / f"{ids.orgs['acme']}.predictor").stat().st_mode & 0o777 == 0o600
+        # ... and the next start restores it instead of reading the 40 jobs again
+        log.write_text("")
+        proc = start_service(
+            tmp_path, free_port(), f"--HeroesService.db_url={url}", "--OrgPredictors.warm_orgs=1"
+        )
+        wait_for(lambda: "decision.warmup" in log.read_text(), 60, "predictor warm-up", log)
+        lines = log.read_text().splitlines()
+        line = next(ln for ln in lines if "decision.warmup" in ln)
+        assert "1 organization(s) ready, 1 of them restored" in line and "0 finished jobs read" in line, line
+        restore = next(ln for ln in lines if "decision.restore" in ln)
+        assert "40 finished jobs learnt" in restore and '"success"' in restore, restore
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
