@@ -154,7 +154,7 @@ class OrgPredictors(LoggingConfigurable):
         allow_none=True,
         help="""Directory where each organization's runtime predictor is saved (<organization id>.predictor:
         what it learnt, its walltime advisor and memory peaks, as a zlib-compressed pickle of a few MB,
-        about 8 MB at a full c.PredictorOptions.train_window) every save_interval seconds and when the
+        about 10 MB at the default c.PredictorOptions.train_window) every save_interval seconds and when the
         service stops. A predictor is restored from it when first needed, so after a restart only the
         jobs finished since the save are read instead of the organization's whole history. Created with
         mode 0700; a directory or file that another user owns or can write is not loaded (pickles run
