@@ -1,18 +1,21 @@
 """Saved runtime predictors: one file per organization in ``c.OrgPredictors.state_dir``.
 
-A file is a zlib-compressed pickle of what an organization's predictor learnt (the
+A file is a line ``HEROES-PREDICTOR``, a line of JSON with the :func:`versions` it was written with,
+then a zlib-compressed pickle of what an organization's predictor learnt (the
 :class:`~.predict.RuntimePredictor`, its :class:`~.advice.WalltimeAdvisor`, the recent memory peaks)
 and the cursor of the last finished job it read. Restoring one lets a restarted service read only the
 jobs finished since the save instead of the organization's whole history.
 
 Pickles run code when loaded, so a file is only read from a directory and a file that the service's
-own user owns and nobody else can write; it is written to a temporary file (mode 0600) and renamed into
-place, so a crash mid-write never leaves half a file. A file written by other versions of HEROES,
-scikit-learn, numpy or Python is not used (:func:`versions`).
+own user owns and nobody else can write, and only once its JSON line shows the same versions of
+HEROES, scikit-learn, numpy and Python (a pickle of other versions' objects is never loaded). It is
+written to a temporary file (mode 0600) and renamed into place, so a crash mid-write never leaves half
+a file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -23,6 +26,7 @@ from typing import Any
 #: bump when the saved layout changes
 FORMAT = 1
 SUFFIX = ".predictor"
+MAGIC = b"HEROES-PREDICTOR\n"
 
 
 class SavedStateError(Exception):
@@ -75,7 +79,8 @@ def prepare_dir(state_dir: str | os.PathLike[str]) -> Path:
 def write(state_dir: str | os.PathLike[str], org_id: int, state: dict[str, Any]) -> int:
     """Save *state* for *org_id* (atomically, mode 0600); returns the file's size in bytes."""
     d = prepare_dir(state_dir)
-    blob = zlib.compress(pickle.dumps({"versions": versions(), **state}, protocol=5), 1)
+    head = MAGIC + json.dumps(versions(), sort_keys=True).encode() + b"\n"
+    blob = head + zlib.compress(pickle.dumps(state, protocol=5), 1)
     final = path_for(d, org_id)
     tmp = d / f".{final.name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -100,20 +105,26 @@ def read(state_dir: str | os.PathLike[str], org_id: int) -> dict[str, Any] | Non
         return None
     _check_owned(d, "the predictors' directory")
     _check_owned(path, "the saved predictor")
+    data = path.read_bytes()
+    head, _, body = data[len(MAGIC) :].partition(b"\n")
     try:
-        state = pickle.loads(zlib.decompress(path.read_bytes()))
+        if not data.startswith(MAGIC):
+            raise ValueError("no HEROES-PREDICTOR header")
+        written = json.loads(head)
+    except ValueError as e:
+        raise SavedStateError(f"the saved predictor {path} is not a HEROES predictor ({e})") from None
+    want = versions()
+    if written != want:
+        diff = ", ".join(
+            f"{k} {written.get(k, '?')} (now {v})" for k, v in want.items() if written.get(k) != v
+        )
+        raise SavedStateError(f"the saved predictor {path} was written by {diff}")
+    try:
+        state = pickle.loads(zlib.decompress(body))
     except Exception as e:  # any damage to the file means: rebuild
         raise SavedStateError(
             f"the saved predictor {path} cannot be read ({type(e).__name__}: {e})"
         ) from None
-    if not isinstance(state, dict) or not isinstance(state.get("versions"), dict):
+    if not isinstance(state, dict):
         raise SavedStateError(f"the saved predictor {path} is not a HEROES predictor")
-    want = versions()
-    if state["versions"] != want:
-        diff = ", ".join(
-            f"{k} {state['versions'].get(k, '?')} (now {v})"
-            for k, v in want.items()
-            if state["versions"].get(k) != v
-        )
-        raise SavedStateError(f"the saved predictor {path} was written by {diff}")
     return state

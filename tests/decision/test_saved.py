@@ -6,6 +6,7 @@ file) is rebuilt from the history, and the log says why."""
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import random
@@ -104,10 +105,17 @@ def test_a_restored_predictor_reads_only_newer_jobs_and_learns_as_if_never_stopp
     assert sorted(p.name for p in state.iterdir()) == [path.name]
 
 
-def _rewrite(path, change) -> None:
-    state = pickle.loads(zlib.decompress(path.read_bytes()))
-    change(state)
-    path.write_bytes(zlib.compress(pickle.dumps(state)))
+def _rewrite(path, versions=None, state=None) -> None:
+    """Rewrite a saved predictor as another HEROES would have: other *versions* in its header (and a
+    body that no version can unpickle: the header must be checked first), or a change to its *state*."""
+    data = path.read_bytes()
+    head, _, body = data[len(saved.MAGIC) :].partition(b"\n")
+    written = {**json.loads(head), **(versions or {})}
+    if versions:
+        body = b"objects of another version"
+    else:
+        body = zlib.compress(pickle.dumps({**pickle.loads(zlib.decompress(body)), **(state or {})}))
+    path.write_bytes(saved.MAGIC + json.dumps(written).encode() + b"\n" + body)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +126,7 @@ def _rewrite(path, change) -> None:
         ("job", "is no longer a finished job of the organization"),
         ("writable", "can be written by other users"),
         ("damaged", "cannot be read"),
+        ("not-ours", "is not a HEROES predictor"),
         ("other-org", "saved for organization"),
     ],
 )
@@ -131,7 +140,7 @@ def test_a_saved_predictor_that_must_not_be_used_is_rebuilt_from_history(db, tmp
     path = saved.path_for(state, acme)
     config = Config()
     if spoil == "heroes":  # an upgrade of HEROES since the save
-        _rewrite(path, lambda st: st["versions"].update(heroes="0.0.1"))
+        _rewrite(path, versions={"heroes": "0.0.1"})
     elif spoil == "options":
         config = Config({"PredictorOptions": {"train_window": 4000}})
     elif spoil == "job":  # the database was restored from an older backup
@@ -140,9 +149,12 @@ def test_a_saved_predictor_that_must_not_be_used_is_rebuilt_from_history(db, tmp
     elif spoil == "writable":
         path.chmod(0o620)
     elif spoil == "damaged":
-        path.write_bytes(path.read_bytes()[:100])
+        data = path.read_bytes()
+        path.write_bytes(data[:300])
+    elif spoil == "not-ours":
+        path.write_bytes(b"PK\x03\x04 something else")
     elif spoil == "other-org":
-        _rewrite(path, lambda st: st.update(org_id=acme + 1000))
+        _rewrite(path, state={"org_id": acme + 1000})
     caplog.set_level(logging.WARNING, LOG.name)
     again = OrgPredictors(db.factory, state_dir=str(state), log=LOG, config=config)
     try:
