@@ -139,8 +139,8 @@ class OrgPredictors(LoggingConfigurable):
         not rebuilt at start (see warm_orgs) needs one pass over its whole history, about 3 minutes
         per 100,000 finished jobs. A decision still waiting after this long goes on without the model:
         its runtimes fall back to the requests, its walltime and memory advice keep the requests, and
-        its notes say so; the rebuild carries on, and later decisions use the model. Keep it, plus
-        nothing else slower, under the clients' 30 s timeout.""",
+        its notes say so; the rebuild carries on, and later decisions use the model. Keep it under the
+        clients' 30 s timeout, like c.DecisionService.wait_timeout, which runs at the same time.""",
     ).tag(config=True)
 
     @validate("decision_wait")
@@ -277,8 +277,8 @@ class OrgPredictors(LoggingConfigurable):
             extra=ecs("decision.rebuilding", "success"),
         )
         note = (
-            "the runtime model of your organization is being rebuilt from its history after a restart of "
-            f"the service ({read:,} of {total:,} finished jobs read so far): these runtimes are the "
+            "the runtime model of your organization is being rebuilt from its history "
+            f"({read:,} of {total:,} finished jobs read so far): these runtimes are the "
             "requested walltimes and the advice keeps the requests. Compare again in a few minutes for "
             "predictions learnt from your organization's runs."
         )
