@@ -160,8 +160,8 @@ class OrgPredictors(LoggingConfigurable):
         mode 0700; a directory or file that another user owns or can write is not loaded (pickles run
         code). A saved predictor is not used, and the organization's is rebuilt from its history, when
         it was written by another version of HEROES, scikit-learn, numpy or Python, with other
-        c.PredictorOptions or c.AdvisorOptions, or when the last job it learnt is no longer in the
-        database. Empty: never saved. The service's default: heroes-predictors beside a SQLite
+        c.PredictorOptions or c.AdvisorOptions, from another database (URL), or when the last job it
+        learnt is no longer in the database. Empty: never saved. The service's default: heroes-predictors beside a SQLite
         database, else ./heroes-predictors.""",
     ).tag(config=True)
 
@@ -329,6 +329,8 @@ class OrgPredictors(LoggingConfigurable):
             predictor, advisor = state["predictor"], state["advisor"]
             if state.get("org_id") != org_id:
                 raise saved.SavedStateError(f"it was saved for organization {state.get('org_id')}")
+            if state.get("database") != self._database():
+                raise saved.SavedStateError(f"it was saved from another database ({state.get('database')})")
             if option_values(predictor.options) != option_values(m.predictor.options):
                 raise saved.SavedStateError("it was saved with other c.PredictorOptions")
             if option_values(advisor.options) != option_values(m.advisor.options):
@@ -362,6 +364,11 @@ class OrgPredictors(LoggingConfigurable):
         )
         return True
 
+    def _database(self) -> str:
+        """The database the predictors learn from (its URL without the password)."""
+        bind = self.session_factory.kw.get("bind")
+        return bind.url.render_as_string(hide_password=True) if bind is not None else ""
+
     def _still_there(self, org_id: int, job_id: int, finished: datetime | None) -> bool:
         with session_scope(self.session_factory) as s:
             got = s.execute(
@@ -385,6 +392,7 @@ class OrgPredictors(LoggingConfigurable):
                 return False
             state = {
                 "org_id": org_id,
+                "database": self._database(),
                 "cursor": (m.last_finished, m.last_job_id),
                 "read": m.read,
                 "predictor": m.predictor,

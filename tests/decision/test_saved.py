@@ -128,6 +128,7 @@ def _rewrite(path, versions=None, state=None) -> None:
         ("damaged", "cannot be read"),
         ("not-ours", "is not a HEROES predictor"),
         ("other-org", "saved for organization"),
+        ("other-db", "saved from another database (postgresql://elsewhere/heroes)"),
     ],
 )
 def test_a_saved_predictor_that_must_not_be_used_is_rebuilt_from_history(db, tmp_path, caplog, spoil, why):
@@ -155,6 +156,8 @@ def test_a_saved_predictor_that_must_not_be_used_is_rebuilt_from_history(db, tmp
         path.write_bytes(b"PK\x03\x04 something else")
     elif spoil == "other-org":
         _rewrite(path, state={"org_id": acme + 1000})
+    elif spoil == "other-db":  # another deployment's file in a shared working directory
+        _rewrite(path, state={"database": "postgresql://elsewhere/heroes"})
     caplog.set_level(logging.WARNING, LOG.name)
     again = OrgPredictors(db.factory, state_dir=str(state), log=LOG, config=config)
     try:
