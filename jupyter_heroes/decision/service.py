@@ -75,6 +75,8 @@ log = logging.getLogger("jupyter_heroes.decision")
 PEAKS_KEPT = 50
 #: finished jobs whose predictions a catch-up scores in one scikit-learn call (see _advise_and_observe)
 ADVICE_BATCH = 256
+#: a decision that does not wait for its organization's rebuild predicts from the user's last runs
+STANDIN_RUNS = 64
 #: the jobs a predictor learns from: completed, with an end time
 LEARNT = (Job.state == "completed", Job.finished.is_not(None))
 
@@ -255,18 +257,21 @@ class OrgPredictors(LoggingConfigurable):
             await asyncio.shield(fut)
             return self._model(org_id).predictor
 
-    async def for_decision(self, org_id: int) -> tuple[RuntimePredictor, str | None]:
+    async def for_decision(self, org_id: int, user: str | None = None) -> tuple[Any, str | None]:
         """The organization's predictor caught up (:meth:`get`) and ``None``; or, when that takes
-        longer than ``decision_wait`` (a rebuild over a long history), a predictor with no history
-        (whose runtimes fall back to the requests) and a note for the user saying so. The rebuild
-        goes on either way. Runs on the event loop only."""
+        longer than ``decision_wait`` (a rebuild over a long history), a stand-in that knows only
+        *user*'s last ``STANDIN_RUNS`` finished jobs (so runtimes follow the fallback order: the
+        user's recent runs, else the requests) and a note for the user saying so. The rebuild goes on
+        either way. Runs on the event loop only."""
         task = asyncio.ensure_future(self.get(org_id))
         done, _ = await asyncio.wait({task}, timeout=self.decision_wait)
         if task in done:
             return task.result(), None
         task.add_done_callback(self._rebuilt)
         read = self._model(org_id).read
-        total = await asyncio.to_thread(self.finished_jobs, org_id)
+        total, standin = await asyncio.to_thread(
+            lambda: (self.finished_jobs(org_id), self._standin(org_id, user))
+        )
         self.log.info(
             "decision: organization %s decided without its runtime model, still being rebuilt "
             "(%d of %d finished jobs read; c.OrgPredictors.decision_wait=%g s)",
@@ -278,11 +283,34 @@ class OrgPredictors(LoggingConfigurable):
         )
         note = (
             "the runtime model of your organization is being rebuilt from its history "
-            f"({read:,} of {total:,} finished jobs read so far): these runtimes are the "
-            "requested walltimes and the advice keeps the requests. Compare again in a few minutes for "
-            "predictions learnt from your organization's runs."
+            f"({read:,} of {total:,} finished jobs read so far): these runtimes come from your own "
+            "recent runs (the requested walltimes where you have none) and the advice keeps the "
+            "requests. Compare again in a few minutes for predictions learnt from your organization's "
+            "runs."
         )
-        return _Rebuilding(self.predictor_factory()), note
+        return _Rebuilding(standin), note
+
+    def _standin(self, org_id: int, user: str | None) -> RuntimePredictor:
+        """A new predictor that learnt *user*'s last ``STANDIN_RUNS`` finished jobs in the
+        organization (in completion order). Blocking."""
+        p = self.predictor_factory()
+        if not user:
+            return p
+        templates: dict[int, Template | None] = {}
+        with session_scope(self.session_factory) as s:
+            rows = s.execute(
+                select(Job, WorkflowInstance, User.name)
+                .join(WorkflowInstance, WorkflowInstance.id == Job.instance_id)
+                .join(User, User.id == WorkflowInstance.user_id)
+                .where(WorkflowInstance.org_id == org_id, User.name == user, *LEARNT)
+                .order_by(Job.finished.desc(), Job.id.desc())
+                .limit(STANDIN_RUNS)
+            ).all()
+            for job, inst, name in reversed(rows):
+                fj = self._finished(s, job, inst, name, templates)
+                if fj is not None:
+                    p.observe(fj)
+        return p
 
     def _rebuilt(self, task: asyncio.Future[RuntimePredictor]) -> None:
         """Log a rebuild that no decision waited for to its end, if it failed."""
@@ -618,9 +646,9 @@ def enabled_application_for(s: Session, org_id: int, application: str) -> tuple[
 
 
 class _Rebuilding:
-    """A predictor with no history standing in while the organization's own is rebuilt: its
-    predictions (the requests, :data:`~.predict.SOURCES`) carry the model version ``rebuilding``,
-    so the decision performance keeps them apart from the model's."""
+    """A predictor standing in while the organization's own is rebuilt (it knows only the user's
+    last runs): its predictions carry the model version ``rebuilding``, so the decision performance
+    keeps them apart from the model's."""
 
     VERSION = "rebuilding"
 
@@ -952,7 +980,7 @@ class DecisionService(LoggingConfigurable):
         ]
         first = template.order()[0].resources if template.steps else Resources()
         waits, (predictor, rebuild_note) = await asyncio.gather(
-            self.waits(runners, asked, first, now), self.predictors.for_decision(req.org_id)
+            self.waits(runners, asked, first, now), self.predictors.for_decision(req.org_id, req.user_name)
         )
         loop = asyncio.get_running_loop()
         recording = _Recording(predictor)

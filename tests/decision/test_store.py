@@ -696,9 +696,10 @@ async def test_concurrent_decisions_of_one_organization_share_its_catch_up(db):
 
 async def test_a_decision_goes_on_without_the_model_while_a_long_history_is_rebuilt(db):
     """A decision does not wait longer than c.OrgPredictors.decision_wait for its organization's
-    predictor: while 1,500 jobs are still being read it answers from the requests, says so in its
-    notes, keeps the requests as advice and stores its predictions as model version "rebuilding". The
-    rebuild carries on, and the next decision uses the model."""
+    predictor: while 1,500 jobs are still being read it answers from the user's own last runs (the
+    requests for a user without any), says so in its notes, keeps the requests as advice and stores
+    its predictions as model version "rebuilding". The rebuild carries on, and the next decision uses
+    the model."""
     from jupyter_heroes.decision.service import DecideRequest, DecisionService
 
     acme, _ = _long_and_short_history(db)
@@ -722,13 +723,20 @@ async def test_a_decision_goes_on_without_the_model_while_a_long_history_is_rebu
     )
     svc = DecisionService(db.factory, config=Config({"OrgPredictors": {"decision_wait": 0.2}}))
     try:
+        newcomer = await svc.decide(dataclasses.replace(req, user_name="bob"))  # no runs of his own
         first = await svc.decide(req)
         read = svc.predictors._model(acme).predictor.observed
         assert read < 1500, "the decision waited for the whole rebuild"
         note = next(n for n in first.decision.notes if "being rebuilt" in n)
         assert "of 1,500 finished jobs read so far" in note and "Compare again in a few minutes" in note
-        assert first.model_version == "rebuilding"
-        assert {(st.source, st.model_version) for st in first.decision.steps} == {("request", "rebuilding")}
+        assert first.model_version == newcomer.model_version == "rebuilding"
+        assert {(st.source, st.model_version) for st in newcomer.decision.steps} == {
+            ("request", "rebuilding")
+        }
+        # alice's last 64 runs took 600 to 663 s: her prediction follows them
+        main = next(st for st in first.decision.steps if st.step == "main")
+        assert (main.source, main.model_version) == ("user-history", "rebuilding")
+        assert 600 <= main.point <= 663
         advice = first.advice["own/q"]
         for step in advice.values():
             assert step["walltime_s"] == step["requested_walltime_s"]
