@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,8 @@ def write(state_dir: str | os.PathLike[str], org_id: int, state: dict[str, Any])
     head = MAGIC + json.dumps(versions(), sort_keys=True).encode() + b"\n"
     blob = head + zlib.compress(pickle.dumps(state, protocol=5), 1)
     final = path_for(d, org_id)
-    tmp = d / f".{final.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=d)  # mode 0600
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)

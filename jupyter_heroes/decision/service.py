@@ -109,9 +109,10 @@ class OrgPredictors(LoggingConfigurable):
     max_orgs = Integer(
         64,
         help="""Organizations whose runtime predictor is kept in memory (default 64). When one more is
-        needed, the least recently used is dropped; its next decision rebuilds it from the
-        organization's finished jobs (one pass over its history, in a thread; slower for a long
-        history). Each predictor holds about the last train_window jobs (c.PredictorOptions).""",
+        needed, the least recently used is dropped: saved to state_dir (if set) and restored at its
+        next decision, else rebuilt then from the organization's finished jobs (one pass over its
+        history, in a thread; slower for a long history). Each predictor holds about the last
+        train_window jobs (c.PredictorOptions).""",
     ).tag(config=True)
 
     @validate("max_orgs")
@@ -198,6 +199,8 @@ class OrgPredictors(LoggingConfigurable):
         super().__init__(**kwargs)
         self.session_factory = session_factory
         self.executor = executor or ThreadPoolExecutor(2, thread_name_prefix="heroes-decision")
+        #: saves predictors dropped from memory (max_orgs)
+        self._saver = ThreadPoolExecutor(1, thread_name_prefix="heroes-predictor-save")
         self.predictor_factory = predictor_factory or (lambda: RuntimePredictor(config=self.config))
         self.advisor_options = advisor_options or AdvisorOptions(parent=self)
         self._models: OrderedDict[int, _OrgModel] = OrderedDict()
@@ -220,14 +223,17 @@ class OrgPredictors(LoggingConfigurable):
                 self.predictor_factory(), advisor=WalltimeAdvisor(self.advisor_options)
             )
             while len(self._models) > self.max_orgs:
-                old, _ = self._models.popitem(last=False)
+                old, dropped = self._models.popitem(last=False)
                 self.evictions += 1
                 self.log.info(
                     "decision: runtime predictor of organization %s dropped from memory "
-                    "(c.OrgPredictors.max_orgs=%d); it is rebuilt from its history when next needed",
+                    "(c.OrgPredictors.max_orgs=%d); it is %s when next needed",
                     old,
                     self.max_orgs,
+                    "saved, and restored" if self.state_dir else "rebuilt from its history",
                 )
+                if self.state_dir:  # in a thread of its own: this runs on the event loop
+                    self._saver.submit(self._save_logged, old, dropped)
             return m
 
     def cached(self) -> list[int]:
@@ -409,11 +415,12 @@ class OrgPredictors(LoggingConfigurable):
     def save(self, org_id: int) -> bool:
         """Save the organization's predictor to ``state_dir`` if it learnt something since it was last
         saved or restored; returns whether it wrote. Blocking (waits for a catch-up in progress)."""
-        if not self.state_dir:
-            return False
         with self._guard:
             m = self._models.get(org_id)
-        if m is None:
+        return m is not None and self._save(org_id, m)
+
+    def _save(self, org_id: int, m: _OrgModel) -> bool:
+        if not self.state_dir:
             return False
         with m.lock:
             if m.read == m.saved_read:
@@ -434,19 +441,22 @@ class OrgPredictors(LoggingConfigurable):
     def save_all(self) -> int:
         """Save every predictor in memory that learnt something since its last save; returns how many
         were written. A failure is logged (with the fix), never raised. Blocking."""
-        n = 0
-        for org_id in self.cached():
-            try:
-                n += self.save(org_id)
-            except Exception as e:  # the service goes on (and stops) without it
-                self.log.error(
-                    "decision: runtime predictor of organization %s not saved to c.OrgPredictors.state_dir "
-                    "%s: %s (check the directory's owner, mode and free space)",
-                    org_id,
-                    self.state_dir,
-                    e,
-                )
-        return n
+        with self._guard:
+            models = list(self._models.items())
+        return sum(self._save_logged(org_id, m) for org_id, m in models)
+
+    def _save_logged(self, org_id: int, m: _OrgModel) -> bool:
+        try:
+            return self._save(org_id, m)
+        except Exception as e:  # the service goes on (and stops) without it
+            self.log.error(
+                "decision: runtime predictor of organization %s not saved to c.OrgPredictors.state_dir "
+                "%s: %s (check the directory's owner, mode and free space)",
+                org_id,
+                self.state_dir,
+                e,
+            )
+            return False
 
     async def keep_saved(self) -> None:
         """:meth:`save_all` every ``save_interval`` seconds, in a thread, until cancelled."""
@@ -618,6 +628,7 @@ class OrgPredictors(LoggingConfigurable):
         (``state_dir``). Blocking."""
         self._closed.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._saver.shutdown(wait=True)  # predictors dropped from memory are saved first
         if self.state_dir:
             self.save_all()
 

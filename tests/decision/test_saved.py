@@ -186,3 +186,23 @@ def test_save_settings_are_validated(db, tmp_path):
         preds.save(acme)
     preds.state_dir = ""
     preds.close()
+
+
+def test_a_predictor_dropped_from_memory_is_saved_and_restored(db, tmp_path):
+    """With room for one organization, using globex's predictor drops acme's: it is saved then, and
+    acme's next use restores it instead of reading its history again."""
+    acme, globex = db.ids.orgs["acme"], db.ids.orgs["globex"]
+    _history(db, 40)
+    state = tmp_path / "state"
+    preds = OrgPredictors(db.factory, state_dir=str(state), max_orgs=1)
+    try:
+        assert preds.catch_up(acme) == 40
+        before = _learnt(preds, acme)
+        preds.catch_up(globex)  # acme dropped, saved in the background
+        assert preds.cached() == [globex] and preds.evictions == 1
+        preds._saver.submit(lambda: None).result(timeout=60)  # the save queued before it is done
+        assert saved.path_for(state, acme).is_file()
+        assert preds.catch_up(acme) == 0 and preds.restored == 1
+        assert _learnt(preds, acme) == before
+    finally:
+        preds.close()
