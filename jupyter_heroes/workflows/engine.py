@@ -1032,11 +1032,12 @@ class WorkflowEngine(LoggingConfigurable):
         )
 
     # --- recovery -----------------------------------------------------------------------------------
-    async def recover(self) -> dict[str, int]:
-        """Reconcile every unfinished instance: after a (re)start, and periodically for instances whose
-        launch failed transiently. Each instance is handled under its lock, so a launch in progress in
-        this process is never mistaken for a lost one. Returns counts of what was done."""
-        counts = {"adopted": 0, "resubmitted": 0, "duplicates_cancelled": 0, "instances": 0}
+    async def recover(self, *, restarted: bool = False) -> dict[str, int]:
+        """Reconcile every unfinished instance: after a (re)start (*restarted*: also finish what the
+        previous process left half done, :meth:`_finish_interrupted`), and periodically for instances
+        whose launch failed transiently. Each instance is handled under its lock, so a launch in
+        progress in this process is never mistaken for a lost one. Returns counts of what was done."""
+        counts = {"adopted": 0, "resubmitted": 0, "duplicates_cancelled": 0, "instances": 0, "finished": 0}
         with session_scope(self.session_factory) as s:
             instances = list(
                 s.scalars(
@@ -1047,6 +1048,11 @@ class WorkflowEngine(LoggingConfigurable):
             counts["instances"] += 1
             async with self._lock(iid):
                 await self._reconcile_submitting(iid, counts)
+                if restarted:
+                    try:
+                        counts["finished"] += await self._finish_interrupted(iid)
+                    except Exception:  # one broken instance must not stop the recovery of the others
+                        self.log.exception("finishing workflow %s after the restart failed", iid)
                 await self._launch(iid)
             self._ensure_monitor_for(iid)
         with session_scope(self.session_factory) as s:
@@ -1057,6 +1063,30 @@ class WorkflowEngine(LoggingConfigurable):
         self._settle_pending()
         await self.enforce_budgets()
         return counts
+
+    async def _finish_interrupted(self, instance_id: str) -> int:
+        """After a restart: a poll commits the jobs' final states first, then copies the outputs back
+        and updates the instance. A process killed in between left completed jobs without their
+        outputs (no ``outputs`` in their accounting) and the instance in a state its jobs no longer
+        have; do both now (the accounting is asked again by the poll's backlog). Under the
+        instance's lock. Returns how many jobs' outputs were copied back."""
+        with session_scope(self.session_factory) as s:
+            inst = s.get(WorkflowInstance, instance_id)
+            if inst is None:
+                return 0
+            steps = [
+                j.step
+                for j in inst.jobs
+                if j.state == JobState.COMPLETED.value and "outputs" not in (j.accounting or {})
+            ]
+        for step in steps:
+            await self._stage_out(instance_id, step)
+        with session_scope(self.session_factory) as s:
+            self._update_instance(s, instance_id)
+            state = s.get(WorkflowInstance, instance_id).state
+        if state == "failing":
+            await self._cancel_live(instance_id, "an earlier step failed")
+        return len(steps)
 
     async def _reconcile_submitting(self, instance_id: str, counts: dict[str, int]) -> None:
         """Jobs marked ``submitting`` whose id was never recorded: adopt the job the scheduler has under
@@ -1097,7 +1127,7 @@ class WorkflowEngine(LoggingConfigurable):
     async def start(self) -> None:
         """Recover, then keep one monitor task per cluster with live jobs."""
         self._running = True
-        await self.recover()
+        await self.recover(restarted=True)
         with session_scope(self.session_factory) as s:
             cluster_ids = set(s.scalars(select(Job.cluster_id).where(Job.state.in_(LIVE_JOB_STATES))))
         for cid in cluster_ids:

@@ -128,11 +128,59 @@ async def test_crash_before_submit_resubmits_exactly_once(world):
     with dbutil.session_scope(world.factory) as s:
         s.query(Job).filter_by(instance_id=iid).one().state = SUBMITTING
     counts = await world.engine.recover()
-    assert counts == {"adopted": 0, "resubmitted": 1, "duplicates_cancelled": 0, "instances": 1}
+    assert counts == {
+        "adopted": 0,
+        "resubmitted": 1,
+        "duplicates_cancelled": 0,
+        "instances": 1,
+        "finished": 0,
+    }
     assert (await wait_final(world, iid)).state == "completed"
     _, _, cluster = world.ids()
     found = await world.engine.backends.scheduler(cluster).find_by_name(job_name(iid, "estimate"))
     assert len(found) == 1
+
+
+class Killed(BaseException):
+    """The service process dying at a chosen point (crash injection: this test's own process cannot
+    be killed, so the engine's next step raises instead; tests/workflows/test_service_crash.py kills
+    the real service at random points)."""
+
+
+async def test_a_crash_after_the_last_step_finished_brings_its_results_back_at_restart(world, monkeypatch):
+    """Killed after a poll committed the last step as completed but before its outputs were copied
+    back and the instance marked completed: the restarted engine copies the outputs and completes
+    the instance (it used to stay 'running' with its results on the cluster, as the SIGKILL test once
+    found)."""
+    iid = world.submit("monte-carlo-pi", {"samples": 5000})
+    eng = world.engine
+    await eng.launch(iid)
+
+    async def die(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(eng, "_finish_jobs", die)
+    _, _, cluster = world.ids()
+    deadline = time.monotonic() + 60
+    while True:  # poll until the one that records the job's end dies right after committing it
+        assert time.monotonic() < deadline, jobs_of(world, iid)
+        try:
+            await eng.poll_cluster(cluster.id)
+        except Killed:
+            break
+        await asyncio.sleep(0.2)
+    assert jobs_of(world, iid)["estimate"][0] == "completed"
+    with dbutil.session_scope(world.factory) as s:
+        assert s.get(WorkflowInstance, iid).state == "running"  # where the crash left it
+    assert "outputs" not in jobs_of(world, iid)["estimate"][4]
+    await eng.backends.close()
+    eng2 = world.new_engine()  # the restarted service
+    await eng2.start()
+    with dbutil.session_scope(world.factory) as s:
+        assert s.get(WorkflowInstance, iid).state == "completed"
+    assert jobs_of(world, iid)["estimate"][4]["outputs"] == [f"results/{iid}/result.json"]
+    result = json.loads((world.store / "orga" / "alice" / "results" / iid / "result.json").read_text())
+    assert abs(result["pi"] - 3.14159) < 0.2
 
 
 async def test_background_monitor_and_event_stream(world):
