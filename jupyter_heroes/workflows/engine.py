@@ -40,7 +40,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -547,7 +547,7 @@ class WorkflowEngine(LoggingConfigurable):
                     )
                     self._cancel_requested.add(a.instance_id)
                     async with self._lock(a.instance_id):
-                        await self._cancel_live(a.instance_id, a.reason)
+                        await self._cancel_live(a.instance_id, a.reason, requested=True)
                     counts["cancelled"] += 1
             else:
                 counts["held"] += await self._hold(a.instance_id, a.budget_id, a.reason)
@@ -809,9 +809,12 @@ class WorkflowEngine(LoggingConfigurable):
         """Cancel every live step of an instance; steps not yet sent are marked cancelled."""
         self._cancel_requested.add(instance_id)
         async with self._lock(instance_id):
-            await self._cancel_live(instance_id, "cancelled by the user")
+            await self._cancel_live(instance_id, "cancelled by the user", requested=True)
 
-    async def _cancel_live(self, instance_id: str, reason: str) -> None:
+    async def _cancel_live(self, instance_id: str, reason: str, *, requested: bool = False) -> None:
+        """Cancel the instance's live jobs on the scheduler. The request is first kept with each job
+        (``cancel`` in its accounting: the reason, and whether the user or a budget asked for it), so
+        polls send it again until it takes, also after a restart (:meth:`_resend_cancels`)."""
         with session_scope(self.session_factory) as s:
             inst = s.get(WorkflowInstance, instance_id)
             if inst is None:
@@ -826,13 +829,17 @@ class WorkflowEngine(LoggingConfigurable):
                     self._publish_job(inst.org_id, instance_id, job)
                 elif job.state in LIVE_JOB_STATES and job.scheduler_job_id:
                     ids.append(job.scheduler_job_id)
+                    job.accounting = {
+                        **(job.accounting or {}),
+                        "cancel": {"reason": reason, "requested": requested},
+                    }
             self._update_instance(s, instance_id)
         if ids and cluster is not None:
             try:
                 await self.backends.scheduler(cluster).cancel(ids)
             except SchedulerError as e:
                 self.log.warning(
-                    "cancelling %s on %s failed (%s); the next poll will retry", ids, cluster.name, e
+                    "cancelling %s on %s failed (%s); the next polls will send it again", ids, cluster.name, e
                 )
         self._wake_monitor(inst.cluster_id)
 
@@ -846,7 +853,7 @@ class WorkflowEngine(LoggingConfigurable):
             if cluster is None:
                 return stats
             rows = s.execute(
-                select(Job.id, Job.scheduler_job_id, Job.state).where(
+                select(Job.id, Job.scheduler_job_id, Job.state, Job.accounting).where(
                     Job.cluster_id == cluster_id, Job.state.in_(LIVE_JOB_STATES), Job.scheduler_job_id != ""
                 )
             ).all()
@@ -889,6 +896,7 @@ class WorkflowEngine(LoggingConfigurable):
                     finished.append(job.id)
                 touched.add(job.instance_id)
                 self._publish_job(s.get(WorkflowInstance, job.instance_id).org_id, job.instance_id, job)
+        await self._resend_cancels(cluster, rows, statuses)
         if finished:
             # accounting and outputs first: an instance is "completed" only once its results are back
             await self._finish_jobs(cluster_id, finished)
@@ -901,6 +909,26 @@ class WorkflowEngine(LoggingConfigurable):
             await self.enforce_budgets()
         stats.seconds = time.perf_counter() - t0
         return stats
+
+    async def _resend_cancels(
+        self, cluster: Cluster, rows: Sequence[Any], statuses: Mapping[str, Any]
+    ) -> None:
+        """Cancel again the jobs a cancel was asked for (``cancel`` in their accounting) that this poll
+        still found alive: the scheduler may have missed it (unreachable), or the service restarted
+        before sending it."""
+        again = [
+            r.scheduler_job_id
+            for r in rows
+            if (r.accounting or {}).get("cancel")
+            and (st := statuses.get(r.scheduler_job_id)) is not None
+            and not st.state.final
+        ]
+        if not again:
+            return
+        try:
+            await self.backends.scheduler(cluster).cancel(again)
+        except SchedulerError as e:
+            self.log.warning("cancelling %s on %s failed again (%s)", again, cluster.name, e)
 
     async def _finish_jobs(self, cluster_id: int, job_ids: list[int]) -> None:
         """Record accounting and copy outputs of jobs that just reached a final state."""
@@ -1007,7 +1035,10 @@ class WorkflowEngine(LoggingConfigurable):
         if inst is None:
             return
         s.flush()
-        new = instance_state(list(inst.jobs), instance_id in self._cancel_requested)
+        requested = instance_id in self._cancel_requested or any(
+            ((j.accounting or {}).get("cancel") or {}).get("requested") for j in inst.jobs
+        )
+        new = instance_state(list(inst.jobs), requested)
         if new != inst.state:
             inst.state = new
             self.events.publish(
