@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
@@ -77,8 +77,21 @@ PEAKS_KEPT = 50
 ADVICE_BATCH = 256
 #: a decision that does not wait for its organization's rebuild predicts from the user's last runs
 STANDIN_RUNS = 64
+#: the advice's reason while the organization's predictor is rebuilt
+REBUILDING_KEEPS = "your organization's runtime model is being rebuilt: keep the request"
 #: the jobs a predictor learns from: completed, with an end time
 LEARNT = (Job.state == "completed", Job.finished.is_not(None))
+
+
+def _learnt_jobs(org_id: int) -> Select[tuple[Job, WorkflowInstance, str]]:
+    """The organization's jobs a predictor learns from (:data:`LEARNT`), with their instance and
+    user's name."""
+    return (
+        select(Job, WorkflowInstance, User.name)
+        .join(WorkflowInstance, WorkflowInstance.id == Job.instance_id)
+        .join(User, User.id == WorkflowInstance.user_id)
+        .where(WorkflowInstance.org_id == org_id, *LEARNT)
+    )
 
 
 @dataclass
@@ -141,31 +154,25 @@ class OrgPredictors(LoggingConfigurable):
         jobs finished since it was last used (usually milliseconds). After a restart an organization
         not rebuilt at start (see warm_orgs) needs one pass over its whole history, about 3 minutes
         per 100,000 finished jobs. A decision still waiting after this long goes on without the model:
-        its runtimes fall back to the requests, its walltime and memory advice keep the requests, and
-        its notes say so; the rebuild carries on, and later decisions use the model. Keep it under the
+        its runtimes come from the user's last runs (the requests for a user without any), its walltime
+        and memory advice keep the requests, and its notes say so; the rebuild carries on, and later decisions use the model. Keep it under the
         clients' 30 s timeout, like c.DecisionService.wait_timeout, which runs at the same time.""",
     ).tag(config=True)
-
-    @validate("decision_wait")
-    def _positive(self, proposal: Any) -> float:
-        if not proposal["value"] > 0:
-            raise TraitError(f"c.OrgPredictors.decision_wait must be more than 0 s, got {proposal['value']}")
-        return proposal["value"]
 
     state_dir = Unicode(
         None,
         allow_none=True,
-        help="""Directory where each organization's runtime predictor is saved (<organization id>.predictor:
-        what it learnt, its walltime advisor and memory peaks, as a zlib-compressed pickle of a few MB,
-        about 10 MB at the default c.PredictorOptions.train_window) every save_interval seconds and when the
-        service stops. A predictor is restored from it when first needed, so after a restart only the
+        help="""Directory where each organization's runtime predictor is saved (<organization
+        id>.predictor: what it learnt, its walltime advisor and memory peaks, as a zlib-compressed
+        pickle of a few MB, about 10 MB at the default c.PredictorOptions.train_window) every
+        save_interval seconds and when the service stops. A predictor is restored from it when first needed, so after a restart only the
         jobs finished since the save are read instead of the organization's whole history. Created with
         mode 0700; a directory or file that another user owns or can write is not loaded (pickles run
         code). A saved predictor is not used, and the organization's is rebuilt from its history, when
         it was written by another version of HEROES, scikit-learn, numpy or Python, with other
         c.PredictorOptions or c.AdvisorOptions, from another database (URL), or when the last job it
-        learnt is no longer in the database. Empty: never saved. The service's default: heroes-predictors beside a SQLite
-        database, else ./heroes-predictors.""",
+        learnt is no longer in the database. Empty: never saved. The service's default:
+        heroes-predictors beside a SQLite database, else ./heroes-predictors.""",
     ).tag(config=True)
 
     save_interval = Float(
@@ -175,10 +182,12 @@ class OrgPredictors(LoggingConfigurable):
         which the next catch-up reads again from the database).""",
     ).tag(config=True)
 
-    @validate("save_interval")
-    def _positive_interval(self, proposal: Any) -> float:
+    @validate("decision_wait", "save_interval")
+    def _positive_seconds(self, proposal: Any) -> float:
         if not proposal["value"] > 0:
-            raise TraitError(f"c.OrgPredictors.save_interval must be more than 0 s, got {proposal['value']}")
+            raise TraitError(
+                f"c.OrgPredictors.{proposal['trait'].name} must be more than 0 s, got {proposal['value']}"
+            )
         return proposal["value"]
 
     batch = Integer(
@@ -305,10 +314,8 @@ class OrgPredictors(LoggingConfigurable):
         templates: dict[int, Template | None] = {}
         with session_scope(self.session_factory) as s:
             rows = s.execute(
-                select(Job, WorkflowInstance, User.name)
-                .join(WorkflowInstance, WorkflowInstance.id == Job.instance_id)
-                .join(User, User.id == WorkflowInstance.user_id)
-                .where(WorkflowInstance.org_id == org_id, User.name == user, *LEARNT)
+                _learnt_jobs(org_id)
+                .where(User.name == user)
                 .order_by(Job.finished.desc(), Job.id.desc())
                 .limit(STANDIN_RUNS)
             ).all()
@@ -497,12 +504,7 @@ class OrgPredictors(LoggingConfigurable):
         templates: dict[int, Template | None] = {}
         seen = 0
         with session_scope(self.session_factory) as s:
-            q = (
-                select(Job, WorkflowInstance, User.name)
-                .join(WorkflowInstance, WorkflowInstance.id == Job.instance_id)
-                .join(User, User.id == WorkflowInstance.user_id)
-                .where(WorkflowInstance.org_id == org_id, *LEARNT)
-            )
+            q = _learnt_jobs(org_id)
             if m.last_finished is not None:
                 q = q.where(
                     or_(
@@ -846,7 +848,7 @@ class DecisionService(LoggingConfigurable):
             p = predictions.get(s.name)
             if rebuilding:
                 keep, base = True, float(r.walltime_s)
-                why = "your organization's runtime model is being rebuilt: keep the request"
+                why = REBUILDING_KEEPS
             elif isinstance(p, RuntimePrediction):
                 with m.lock:
                     a = m.advisor.advise(p)
@@ -866,7 +868,7 @@ class DecisionService(LoggingConfigurable):
             mem_why = (
                 f"largest recent peak of {whose} runs of this step + {self.advice_memory_margin:.0%}"
                 if mem_peaks
-                else "your organization's runtime model is being rebuilt: keep the request"
+                else REBUILDING_KEEPS
                 if rebuilding
                 else "no peak memory recorded for this step yet: keep the request"
             )

@@ -186,9 +186,13 @@ class HeroesService(Application):
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
+        return self.beside_database("heroes-data")
+
+    def beside_database(self, name: str) -> str:
+        """*name* in the directory of a SQLite database, else in the working directory."""
         if self.db_url.startswith("sqlite:///"):
-            return str(Path(self.db_url.removeprefix("sqlite:///")).resolve().parent / "heroes-data")
-        return str(Path("heroes-data").resolve())
+            return str(Path(self.db_url.removeprefix("sqlite:///")).resolve().parent / name)
+        return str(Path(name).resolve())
 
     pid_file = Unicode(
         "",
@@ -266,12 +270,8 @@ class HeroesService(Application):
 
         self.decisions = DecisionService(self.db_factory, self.workflows.backends, parent=self)
         preds = self.decisions.predictors
-        if preds.state_dir is None:  # c.OrgPredictors.state_dir not set: beside the database
-            if self.db_url.startswith("sqlite:///"):
-                base = Path(self.db_url.removeprefix("sqlite:///")).resolve().parent
-            else:
-                base = Path.cwd()
-            preds.state_dir = str(base / "heroes-predictors")
+        if preds.state_dir is None:  # c.OrgPredictors.state_dir not set
+            preds.state_dir = self.beside_database("heroes-predictors")
 
     async def warm_decisions(self) -> None:
         """Restore (c.OrgPredictors.state_dir) or rebuild from their history the runtime predictors
