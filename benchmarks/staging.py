@@ -129,6 +129,8 @@ def rclone_env(s3: Any, ssh: Any) -> dict[str, str]:
 
 
 def connect(ssh: Any) -> paramiko.SSHClient:
+    """A plain paramiko connection to the test bed's sshd (Nagle's algorithm on, as paramiko leaves it:
+    SFTPTarget turns it off, as the engine's SSHTransport does for its own connections)."""
     client = paramiko.SSHClient()
     client.load_host_keys(str(ssh.known_hosts_path))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())

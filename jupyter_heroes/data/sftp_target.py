@@ -32,6 +32,12 @@ third less of this process's CPU per byte written). Re-keying is ordinary SSH (O
 gigabyte or so on its own) and leaves the connection's other users undisturbed; the new preference
 stays for later re-keys.
 
+With ``tcp_nodelay=True`` (the default) the target turns Nagle's algorithm off on the connection's
+TCP socket, as :class:`~jupyter_heroes.clusters.ssh.SSHTransport` does for the connections it opens. A
+plain ``paramiko.SSHClient`` leaves it on. Then a small packet (a read request, a window adjust) can
+wait for the server's delayed ACK, about 40 ms each time. Measured on the test bed: a 1 MiB file read
+in 132 ms instead of 4 ms, and 256 files staged out at 17 MiB/s instead of 95.
+
 Connection failures become :class:`~.errors.Unavailable` (transient): the caller reconnects and
 runs the staging again, which resumes from the ``.part`` files.
 """
@@ -41,9 +47,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import posixpath
 import shlex
+import socket
 import stat as statmod
 import struct
 import threading
@@ -359,6 +367,14 @@ class _HashChannel:
         self._chan.close()
 
 
+def _nodelay(transport: paramiko.Transport) -> None:
+    """Turn Nagle's algorithm off on the connection's socket, if it is a TCP socket."""
+    sock = transport.sock
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class SFTPTarget(BlockingTarget):
     def __init__(
         self,
@@ -374,6 +390,7 @@ class SFTPTarget(BlockingTarget):
         read_ahead: int = 8 * 1024 * 1024,
         hash_channels: int = 2,
         prefer_aead: bool = True,
+        tcp_nodelay: bool = True,
     ) -> None:
         super().__init__(max_workers=max_workers or max_channels + 2)
         self._transport: paramiko.Transport = sftp.get_channel().get_transport()
@@ -391,6 +408,8 @@ class SFTPTarget(BlockingTarget):
         self._rekey_lock = threading.Lock()
         self._hashers: list[_HashChannel] = []
         self._hash_lock = threading.Lock()
+        if tcp_nodelay:
+            _nodelay(self._transport)
         sftp.get_channel().settimeout(timeout)
         self._free: list[paramiko.SFTPClient] = [sftp]
         self._count = 1

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -80,6 +81,28 @@ async def test_stage_in_and_out_over_sftp(storage, bucket, sftp_target, instance
     for k, v in files.items():
         assert (await storage.stat(bucket, f"results/inst-x/{k}")).sha256 == sha(v)
     assert await target.checksum(f"{instance_dir}/no such file") is None
+
+
+@pytest.mark.parametrize("tcp_nodelay", [True, False])
+async def test_the_target_turns_nagle_off_on_the_connection(ssh_connect, instance_dir, tcp_nodelay):
+    """With Nagle's algorithm on, each small SFTP request (a read, a window adjust) can wait for the
+    server's delayed ACK: about 40 ms, measured as 132 ms instead of 4 ms to read a 1 MiB file."""
+    client = ssh_connect()
+    sock = client.get_transport().sock
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # as paramiko leaves it
+    target = SFTPTarget(client.open_sftp(), tcp_nodelay=tcp_nodelay)
+    try:
+        assert bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) is tcp_nodelay
+        data = os.urandom(MiB)
+        await target.makedirs(instance_dir)
+        f = await target.open(f"{instance_dir}/x.bin", "wb")
+        await f.write(data)
+        await f.close()
+        f = await target.open(f"{instance_dir}/x.bin", "rb")
+        assert await f.read(2 * MiB) == data
+        await f.close()
+    finally:
+        await target.close()
 
 
 @pytest.mark.parametrize("prefer_aead", [True, False])
