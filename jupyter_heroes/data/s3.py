@@ -17,11 +17,13 @@ import functools
 import hashlib
 import io
 import math
+import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote_plus
 
@@ -33,7 +35,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE
 from minio.xml import findall, findtext
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, TraitError, Unicode
 
 from . import sigv4
 from .errors import (
@@ -119,6 +121,35 @@ async def _within(fut: asyncio.Future[T], timeout: float) -> T:
         handle.cancel()
 
 
+def _check_ca_file(path: str) -> None:
+    try:
+        text = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise TraitError(f"S3Storage.ca_file {path!r} does not exist; give the PEM file of the CA") from None
+    except OSError as e:
+        raise TraitError(f"S3Storage.ca_file {path!r} cannot be read: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise TraitError(f"S3Storage.ca_file {path!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+
+
+def _tls_failure(e: BaseException) -> str | None:
+    """Why the server's certificate was refused, if that is what *e* (or what it wraps) says."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return cur.verify_message or str(cur)
+        if isinstance(cur, ssl.CertificateError):
+            return str(cur)
+        cur = (
+            getattr(cur, "reason", None)
+            if isinstance(cur, urllib3.exceptions.MaxRetryError)
+            else (cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else cur.__cause__)
+        )
+    return None
+
+
 class S3Storage(Storage):
     """:class:`Storage` on an S3-protocol server (MinIO, AWS S3, moto) through the minio SDK.
 
@@ -133,6 +164,12 @@ class S3Storage(Storage):
         help="""host:port of the S3 server, without scheme (e.g. ``minio.example.org:9000``).""",
     )
     secure = Bool(True, config=True, help="""Use HTTPS to reach the S3 server (default True).""")
+    ca_file = Unicode(
+        "",
+        config=True,
+        help="""PEM file of the certificate authorities that may sign the S3 server's TLS certificate,
+        e.g. the centre's own CA in front of its MinIO. Empty (the default): the system's CAs.""",
+    )
     region = Unicode(
         "us-east-1",
         config=True,
@@ -172,14 +209,18 @@ class S3Storage(Storage):
             )
         if self.max_workers < 2:
             raise ValueError("S3Storage.max_workers must be at least 2")
+        if self.ca_file:
+            _check_ca_file(self.ca_file)
         http = urllib3.PoolManager(
             maxsize=self.max_workers,
             timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.timeout),
+            # other=0: a certificate that fails verification (an "other" error) is not tried again
             retries=urllib3.Retry(
-                total=self.retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                total=self.retries, other=0, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
             )
             if self.retries
             else False,
+            **({"cert_reqs": "CERT_REQUIRED", "ca_certs": self.ca_file} if self.ca_file else {}),
         )
         self._client = Minio(
             self.endpoint,
@@ -234,6 +275,15 @@ class S3Storage(Storage):
                 f"the object store at {self.endpoint} failed ({type(e).__name__}); try again later"
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
+            tls = _tls_failure(e)
+            if tls is not None:
+                raise DataError(
+                    f"the object store at https://{self.endpoint} presented a TLS certificate that could "
+                    f"not be verified ({tls}); if a private certificate authority signed it, set "
+                    "c.S3Storage.ca_file to that CA's PEM file",
+                    reason="s3_tls_certificate",
+                    status=502,
+                ) from None
             raise Unavailable(
                 f"cannot reach the object store at {self.endpoint} ({type(e).__name__}); check that it runs, then try again"
             ) from None

@@ -7,6 +7,7 @@ Fixtures (all session-scoped, started on first use, stopped by PID at the end of
 ``slurm_cluster``   :class:`~jupyter_heroes.testing.slurm.SlurmCluster` (``.slurm``, ``.ssh``, ``.partitions``)
 ``postgres``        :class:`~jupyter_heroes.testing.postgres.PostgresTestbed`
 ``s3_server``       :class:`~jupyter_heroes.testing.s3.S3Testbed`
+``s3_tls_server``   :class:`~jupyter_heroes.testing.s3.S3Testbed` over HTTPS (``.ca_file``)
 ``browser``         Playwright sync ``Browser`` on headless Debian Chromium
 ``screenshots_dir`` ``<rootdir>/test-artifacts/screenshots/`` (created)
 
@@ -82,6 +83,13 @@ def postgres() -> Iterator[PostgresTestbed]:
 def s3_server() -> Iterator[S3Testbed]:
     """moto_server (S3 protocol) on a free port; any credentials are accepted."""
     yield from _run(S3Testbed(), "s3 (moto)")  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def s3_tls_server() -> Iterator[S3Testbed]:
+    """moto_server over HTTPS, its certificate signed by a CA of its own (``.ca_file``), as an
+    organization's MinIO behind its centre's private CA."""
+    yield from _run(S3Testbed(tls=True), "s3 over TLS (moto)")  # type: ignore[misc]
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from ._daemon import discard, instance_dir, unused_port, wait_ready
 from .base import Component, ComponentError
+from .tls import make_test_ca
 
 
 def moto_server_executable() -> str:
@@ -43,10 +45,13 @@ class S3Testbed(Component):
     host = "127.0.0.1"
     region = "us-east-1"
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, port: int | None = None, *, tls: bool = False) -> None:
         self._own_workdir = workdir is None
-        super().__init__(workdir or instance_dir(self.name))
+        super().__init__(workdir or instance_dir(self.name + ("-tls" if tls else "")))
         self.port = port or 0
+        self.tls = tls
+        #: with ``tls``: the PEM file of the test bed's own CA, the only one that trusts the server
+        self.ca_file: Path | None = None
         self.access_key = "heroes-test-access"
         self.secret_key = "heroes-test-secret-key"
         self._proc: subprocess.Popen | None = None
@@ -58,23 +63,29 @@ class S3Testbed(Component):
 
     @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'https' if self.tls else 'http'}://{self.endpoint}"
 
     def _start(self) -> None:
         self.port = self.port or unused_port()
+        tls_args: list[str] = []
+        if self.tls:
+            ca = make_test_ca(self.workdir / "tls", self.host)
+            self.ca_file = ca.ca_path
+            tls_args = ["-c", str(ca.cert_path), "-k", str(ca.key_path)]
         # moto reads AWS_* from the environment for some defaults; never let a developer's real ones leak in
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key,
                    AWS_DEFAULT_REGION=self.region)  # fmt: skip
-        self._proc = self.spawn([moto_server_executable(), "-H", self.host, "-p", str(self.port)], "moto_server",
-                                env=env, cwd=self.workdir)  # fmt: skip
+        self._proc = self.spawn([moto_server_executable(), "-H", self.host, "-p", str(self.port), *tls_args],
+                                "moto_server", env=env, cwd=self.workdir)  # fmt: skip
         wait_ready(
             self._answers, 60, f"moto_server on {self.endpoint}", self.log_path("moto_server"), [self._proc]
         )
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/", timeout=2) as r:
+            context = ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else None
+            with urllib.request.urlopen(self.url + "/", timeout=2, context=context) as r:
                 return r.status < 500
         except urllib.error.HTTPError as e:
             return e.code < 500
