@@ -13,9 +13,9 @@ the tests exercise each against a real server).
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
-import io
 import math
 import ssl
 import time
@@ -92,6 +92,15 @@ _S3_ERRORS: dict[str, tuple[type[DataError], str]] = {
         "the object store's quota for {bucket_what} is exhausted",
     ),
     "EntityTooLarge": (QuotaExceeded, "{what} is larger than the object store accepts"),
+    # the store computed another checksum of the body than the Content-MD5 or signed SHA-256 sent
+    "BadDigest": (
+        IntegrityError,
+        "the object store received {what} damaged on the way; nothing was stored, try again",
+    ),
+    "XAmzContentSHA256Mismatch": (
+        IntegrityError,
+        "the object store received {what} damaged on the way; nothing was stored, try again",
+    ),
     "SlowDown": (Unavailable, "the object store is busy; try again in a moment"),
     "ServiceUnavailable": (Unavailable, "the object store is unavailable; try again later"),
     "InternalError": (Unavailable, "the object store failed internally; try again later"),
@@ -561,7 +570,10 @@ class S3Storage(Storage):
 
         def put_part(n: int, data: bytearray, uid: str) -> None:
             digest = hashlib.md5(data).digest()
-            etag = self._client._upload_part(bucket, key, cast(bytes, data), None, uid, n).strip('"')
+            # sent as Content-MD5: the store checks it before storing the part, and the SDK does not
+            # compute the MD5 a second time (over HTTPS it would)
+            md5_header = {"Content-MD5": base64.b64encode(digest).decode("ascii")}
+            etag = self._client._upload_part(bucket, key, cast(bytes, data), md5_header, uid, n).strip('"')
             if etag != digest.hex():
                 raise IntegrityError(
                     f"the object store stored part {n} of {key!r} with a different checksum than sent "
@@ -632,20 +644,15 @@ class S3Storage(Storage):
             if upload_id is None:
                 data = bytes(buf)
                 buf.clear()
-                md5 = whole_md5.hexdigest()
+                md5_digest = whole_md5.digest()
+                md5 = md5_digest.hex()
+                put_headers = {
+                    **headers,
+                    f"x-amz-meta-{SHA256_META}": digest,
+                    "Content-MD5": base64.b64encode(md5_digest).decode("ascii"),
+                }
                 result = await self._call(
-                    "put",
-                    self._client.put_object,
-                    bucket,
-                    key,
-                    io.BytesIO(data),
-                    len(data),
-                    content_type=headers["Content-Type"],
-                    metadata={**meta, SHA256_META: digest},
-                    part_size=max(len(data), MIN_PART_SIZE),
-                    num_parallel_uploads=1,
-                    bucket=bucket,
-                    key=key,
+                    "put", self._client._put_object, bucket, key, data, put_headers, bucket=bucket, key=key
                 )
                 etag = (result.etag or "").strip('"')
                 if etag != md5:

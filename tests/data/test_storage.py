@@ -6,17 +6,29 @@ boto3 serves as an independent second client: what it sees on the server is what
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import io
 import os
+import re
 import urllib.error
 import urllib.request
 from contextlib import aclosing
 
 import boto3
 import pytest
+from minio.error import S3Error
 
 from jupyter_heroes.data import names
-from jupyter_heroes.data.errors import Conflict, DataError, InvalidName, InvalidRequest, NotFound, Unavailable
+from jupyter_heroes.data.errors import (
+    Conflict,
+    DataError,
+    IntegrityError,
+    InvalidName,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+)
 from jupyter_heroes.data.storage import S3Storage, multipart_etag
 
 pytestmark = pytest.mark.s3
@@ -156,6 +168,49 @@ async def test_multipart_upload_is_verified_and_readable_by_another_client(stora
         await read_all(storage, bucket, "big.bin", offset=5 * MiB - 3, length=10)
         == data[5 * MiB - 3 : 5 * MiB + 7]
     )
+
+
+async def test_each_body_goes_with_its_content_md5(storage, bucket):
+    """The store checks a body against its Content-MD5 before storing it (MinIO and AWS S3 do), and the
+    SDK, given the header, does not hash the body a second time. Read off the SDK's trace of the
+    requests it sends."""
+    small, big = os.urandom(1000), os.urandom(11 * MiB)
+    trace = io.StringIO()
+    storage._client.trace_on(trace)
+    try:
+        await storage.upload(bucket, "small.bin", small)
+        await storage.upload(bucket, "big.bin", chunks_of(big), size=len(big))
+    finally:
+        storage._client.trace_off()
+    requests = trace.getvalue().split("---------START-HTTP---------")
+    puts = [r for r in requests if re.search(r"^PUT /[^?\s]+/[^?\s]+(\?partNumber=\S+)? HTTP", r, re.M)]
+    sent = [m for r in puts for m in re.findall(r"^Content-Md5: (\S+)$", r, flags=re.M | re.I)]
+    bodies = [small] + [big[i : i + 5 * MiB] for i in range(0, len(big), 5 * MiB)]
+    assert sent == [base64.b64encode(hashlib.md5(b).digest()).decode() for b in bodies]
+    assert await read_all(storage, bucket, "big.bin") == big
+
+
+async def test_a_body_the_store_received_damaged_is_an_integrity_error(storage, boto, bucket, monkeypatch):
+    """moto_server does not check Content-MD5, so the store's answer to a damaged part (MinIO and AWS S3
+    answer ``BadDigest``) is stood in for at the SDK call: the upload is aborted and nothing is left."""
+
+    def damaged(bucket_name, object_name, data, headers, upload_id, part_number):
+        raise S3Error(
+            None,
+            "BadDigest",
+            "The Content-MD5 you specified did not match",
+            object_name,
+            "r",
+            "h",  # type: ignore[arg-type]
+        )
+
+    monkeypatch.setattr(storage._client, "_upload_part", damaged)
+    with pytest.raises(
+        IntegrityError, match="received object 'part.bin' .* damaged on the way; nothing was stored"
+    ):
+        await storage.upload(bucket, "part.bin", chunks_of(os.urandom(6 * MiB)), size=6 * MiB)
+    assert "Contents" not in boto.list_objects_v2(Bucket=bucket)
+    assert boto.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
 async def test_upload_of_unknown_size(storage, bucket):
