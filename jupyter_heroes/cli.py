@@ -3,7 +3,8 @@
 ``heroes demo``        the whole product on this machine with embedded defaults (see :mod:`.demo`)
 ``heroes upgrade-db``  bring a HEROES database to the current schema (back it up first)
 ``heroes service``     run the HEROES REST service (normally started by JupyterHub as a managed service)
-``heroes templates|submit|status|cancel|logs``  workflows through the service (see :mod:`.cli_workflows`)
+``heroes templates|decide|submit|status|cancel|logs``  workflows through the service (see :mod:`.cli_workflows`)
+``heroes results|data``  a workflow's outputs and your files in the object store (see :mod:`.cli_data`)
 
 Subcommands are registered in :data:`COMMANDS`; each one is a function taking its parsed arguments
 and returning an exit status.
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cli_workflows
+from . import cli_data, cli_workflows
 from ._version import __version__
 
 
@@ -102,6 +103,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_upgrade_db,
     _add_service,
     *cli_workflows.COMMANDS,  # templates, submit, status, cancel, logs
+    *cli_data.COMMANDS,  # results, data
 ]
 
 

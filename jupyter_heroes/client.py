@@ -901,6 +901,60 @@ class HeroesClient:
                 tmp.close()
                 os.unlink(tmp.name)
 
+    def download_results(
+        self, instance_id: str, dest: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
+        """Copy the outputs of workflow *instance_id* (every object under ``results/<id>/`` in your
+        bucket) into the directory *dest* (default ``./<id>``), keeping their paths below
+        ``results/<id>/``. A file already there with the same content (its size and the store's ETag,
+        see :mod:`jupyter_heroes.etag`) is kept, so a second run after an interruption fetches only
+        what is missing. Each download is checked as :meth:`download` checks it.
+
+        Returns ``{"instance", "state", "directory", "downloaded": [paths], "kept": [paths],
+        "bytes"}`` (bytes downloaded). A workflow still running has the outputs of its finished steps.
+        """
+        from pathlib import Path
+
+        from .etag import same_content
+
+        inst = self.instance(instance_id)
+        iid = str(inst["id"])
+        prefix = f"results/{iid}/"
+        root = Path(dest if dest is not None else iid).resolve()
+        answer: dict[str, Any] = {
+            "instance": iid,
+            "state": inst.get("state"),
+            "directory": str(root),
+            "downloaded": [],
+            "kept": [],
+            "bytes": 0,
+        }
+        try:
+            bucket = self.home_bucket(create=False)
+        except HeroesError as e:
+            if e.status == 404:
+                return answer  # no bucket: nothing was ever written back
+            raise
+        objects = [
+            o
+            for o in self.ls(prefix, bucket, recursive=True)["objects"]
+            if not o.get("is_folder") and not str(o["key"]).endswith("/")
+        ]
+        for o in sorted(objects, key=lambda o: str(o["key"])):
+            key = str(o["key"])
+            target = (root / key[len(prefix) :]).resolve()
+            if root not in target.parents:
+                raise HeroesError(
+                    f"output {key!r} would land outside {root}; nothing more was downloaded", "invalid_key"
+                )
+            if same_content(target, int(o.get("size") or 0), str(o.get("etag") or "")):
+                answer["kept"].append(str(target))
+                continue
+            self.download(key, target, bucket)
+            answer["downloaded"].append(str(target))
+            answer["bytes"] += int(o.get("size") or 0)
+        return answer
+
     def upload(
         self,
         key: str,

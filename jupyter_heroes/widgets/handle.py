@@ -49,17 +49,9 @@ class InstanceHandle:
 
     def download_outputs(self, dest: str | os.PathLike[str] = ".") -> list[Path]:
         """Copy every output from your storage into the directory *dest* (keeping the paths under
-        ``results/<id>/``); the local paths."""
-        prefix = f"results/{self.id}/"
-        root = Path(dest).resolve()
-        out = []
-        for key in self.outputs:
-            rel = key[len(prefix) :] if key.startswith(prefix) else key.rsplit("/", 1)[-1]
-            target = (root / rel).resolve()
-            if root not in target.parents:
-                raise HeroesError(f"output {key!r} would land outside {root}; not downloaded", "invalid_key")
-            out.append(self.client.download(key, target))
-        return out
+        ``results/<id>/``; files already there with the same content are kept); the local paths."""
+        answer = self.client.download_results(self.id, dest)
+        return sorted(Path(p) for p in answer["downloaded"] + answer["kept"])
 
     def wait(self, timeout: float = 3600.0) -> InstanceHandle:
         """Block until the workflow is completed, failed or cancelled; returns self."""

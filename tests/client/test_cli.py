@@ -140,6 +140,55 @@ def test_decide_then_submit_following_it_with_its_advice(env, capsys):
     assert res["walltime_source"] == "advice" and res["source"] == "user+advice", res
 
 
+def test_results_come_back_once_and_data_round_trips(env, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = heroes(
+        env, capsys, "submit", "monte-carlo-pi", "samples=20000", "--cluster", "local", "--wait"
+    )
+    assert code == 0, err
+    iid = out.splitlines()[0].split()[0]
+    code, out, err = heroes(env, capsys, "results", iid)
+    assert code == 0, err
+    result = tmp_path / iid / "result.json"
+    assert f"downloaded {result}" in out.splitlines()
+    client = env.client(organization=env.org)
+    stored = client.download(f"results/{iid}/result.json")
+    assert result.read_bytes() == stored and json.loads(stored)["samples"] == 20000
+    assert out.splitlines()[-1].startswith(
+        f"1 downloaded ({len(stored)} B), 0 already there, in {tmp_path / iid}"
+    )
+    # again: the file is there with the same content, nothing is fetched
+    code, out, _ = heroes(env, capsys, "results", iid, "--json")
+    answer = json.loads(out)
+    assert (answer["downloaded"], answer["kept"], answer["bytes"]) == ([], [str(result)], 0)
+    # a damaged copy of the same size is fetched again, into another directory too
+    result.write_bytes(stored[:-2] + (b"x}" if stored[-2:] != b"x}" else b"y}"))
+    code, out, _ = heroes(env, capsys, "results", iid, "elsewhere")
+    assert code == 0 and result.read_bytes() != stored
+    assert (tmp_path / "elsewhere" / "result.json").read_bytes() == stored
+    code, out, _ = heroes(env, capsys, "results", iid, str(tmp_path / iid))
+    assert f"downloaded {result}" in out.splitlines() and result.read_bytes() == stored
+
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n")
+    code, out, err = heroes(env, capsys, "data", "put", "in.csv", "inputs/")
+    assert code == 0, err
+    assert re.fullmatch(r"\S+/inputs/in\.csv 8 B sha256 [0-9a-f]{64}", out.strip()), out
+    code, out, _ = heroes(env, capsys, "data", "ls", "inputs/")
+    assert out.splitlines()[0].split() == ["KEY", "SIZE", "MODIFIED"]
+    assert out.splitlines()[1].split()[:3] == ["inputs/in.csv", "8", "B"]
+    code, out, _ = heroes(env, capsys, "data", "get", "inputs/in.csv", "back.csv")
+    assert code == 0 and (tmp_path / "back.csv").read_text() == "a,b\n1,2\n"
+    code, out, _ = heroes(env, capsys, "data", "ls", "results/", "-r", "--json")
+    assert f"results/{iid}/result.json" in [o["key"] for o in json.loads(out)["objects"]]
+    code, out, _ = heroes(env, capsys, "data", "rm", "inputs/in.csv")
+    assert (code, out.strip()) == (0, "deleted inputs/in.csv")
+    code, out, _ = heroes(env, capsys, "data", "ls", "inputs/")
+    assert out.strip() == "nothing under 'inputs/'"
+    code, out, _ = heroes(env, capsys, "data", "buckets")
+    mine = [line.split() for line in out.splitlines()[1:] if line.split()[-1] == "yes"]
+    assert [row[1] for row in mine] == ["user"], out
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
@@ -173,6 +222,11 @@ def test_decide_then_submit_following_it_with_its_advice(env, capsys):
         ),
         (["decide", "monte-carlo-pi", "--budget", "5 ZZZ"], 1, "ZZZ"),
         (["status", "0" * 32], 1, f"heroes status: workflow instance '{'0' * 32}' not found"),
+        (["results", "0" * 32], 1, f"heroes results: workflow instance '{'0' * 32}' not found"),
+        (["data", "get"], 2, "heroes data: usage: heroes data get KEY [DEST]"),
+        (["data", "ls", "a/", "b/"], 2, "heroes data: usage: heroes data ls [PREFIX]"),
+        (["data", "put", "/no/such/file.csv"], 1, "heroes data: /no/such/file.csv is not a file"),
+        (["data", "ls", "../"], 1, "'..' segment"),
         (["logs", "0" * 32], 1, "not found"),
         (["templates", "--org", "nowhere-org"], 1, "Organization 'nowhere-org' not found"),
     ],

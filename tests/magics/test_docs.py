@@ -3,10 +3,11 @@ messages in its trouble-shooting table are the ones the client and magics really
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
-from jupyter_heroes import cli_workflows, client, magics
+from jupyter_heroes import cli_data, cli_workflows, client, magics
 from jupyter_heroes.magics import HeroesMagics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,6 +17,17 @@ DOC = (ROOT / "docs" / "user" / "notebooks.md").read_text()
 def test_every_subcommand_is_documented():
     for sub in HeroesMagics.SUBCOMMANDS:
         assert f"`%heroes {sub}" in DOC, sub
+
+
+def test_every_heroes_command_for_users_is_documented():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    for add in cli_workflows.COMMANDS + cli_data.COMMANDS:
+        add(sub)
+    names = sorted(sub.choices)
+    assert {"submit", "results", "data"} <= set(names)
+    for name in names:
+        assert re.search(rf"^heroes {name}\b", DOC, re.M), name
 
 
 def test_the_trouble_shooting_messages_are_real():
