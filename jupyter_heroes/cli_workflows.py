@@ -1,4 +1,4 @@
-"""``heroes templates|decide|submit|status|cancel|logs``: workflows from a shell, through
+"""``heroes templates|decide|submit|status|wait|cancel|logs|me``: workflows from a shell, through
 :class:`~jupyter_heroes.client.HeroesClient`.
 
 ::
@@ -9,6 +9,7 @@
     heroes decide monte-carlo-pi samples=100000 --strategy cheapest
     heroes submit monte-carlo-pi samples=100000 --cluster galileo --decision ID --accept-advice --wait
     heroes status
+    heroes wait 3f2a...
     heroes logs 3f2a... --step estimate --err
     heroes cancel 3f2a...
 
@@ -273,6 +274,32 @@ def _status(args: argparse.Namespace) -> int:
 
 
 @_run
+def _wait(args: argparse.Namespace) -> int:
+    final = _follow(_client(args), args.id, args.timeout, quiet=args.json)
+    if args.json:
+        _print_json(final)
+    return 0 if final["state"] == "completed" else 1
+
+
+def _names(items: Any) -> str:
+    """``[{"name": ..., "source": ...}, ...]`` (or plain names) as ``a, b``."""
+    return ", ".join(str(i.get("name") if isinstance(i, dict) else i) for i in items or [])
+
+
+@_run
+def _me(args: argparse.Namespace) -> int:
+    me = _client(args).me()
+    if args.json:
+        _print_json(me)
+        return 0
+    print(me.get("name") or me.get("user") or "?")
+    orgs = me.get("organizations") or []
+    rows = [(o.get("name", ""), _names(o.get("roles")), _names(o.get("projects"))) for o in orgs]
+    print(_table(rows, ("ORGANIZATION", "ROLES", "PROJECTS")) if rows else "no organization")
+    return 0
+
+
+@_run
 def _cancel(args: argparse.Namespace) -> int:
     inst = _client(args).cancel(args.id)
     if args.json:
@@ -436,6 +463,34 @@ def _add_cancel(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cancel)
 
 
+def _add_wait(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "wait",
+        parents=[_common()],
+        help="follow a workflow until it ends",
+        description="Print each step's state changes until the workflow ends; exit 0 only if it completed.",
+    )
+    p.add_argument("id", help="a workflow id")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="give up after this many seconds (default: %(default)s)",
+    )
+    p.set_defaults(func=_wait)
+
+
+def _add_me(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "me",
+        parents=[_common()],
+        help="who you are to the service",
+        description="Your name, and your organizations with your roles and projects in each.",
+    )
+    p.set_defaults(func=_me)
+
+
 def _add_logs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "logs",
@@ -456,6 +511,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_decide,
     _add_submit,
     _add_status,
+    _add_wait,
     _add_cancel,
     _add_logs,
+    _add_me,
 ]

@@ -83,6 +83,13 @@ def test_submit_without_wait_then_cancel(env, capsys):
     assert code == 0 and out.startswith(f"{inst['id']} ")
     client = env.client(organization=env.org)
     assert client.wait(inst["id"], 60)["state"] == "cancelled"
+    code, out, _ = heroes(env, capsys, "wait", inst["id"], "--timeout", "60")
+    assert code == 1 and out.splitlines()[-1] == f"{inst['id']} cancelled"
+    code, out, _ = heroes(env, capsys, "submit", "monte-carlo-pi", "samples=20000", "--cluster", "local")
+    iid = out.split()[0]
+    code, out, _ = heroes(env, capsys, "wait", iid)
+    assert code == 0 and "  estimate: completed" in out.splitlines()
+    assert out.splitlines()[-1] == f"{iid} completed"
     # --wait on a workflow that does not complete exits 1
     code, out, _ = heroes(
         env, capsys, "submit", "run-python", "script=raise SystemExit(3)", "--cluster", "local", "--wait"
@@ -138,6 +145,18 @@ def test_decide_then_submit_following_it_with_its_advice(env, capsys):
     res = json.loads(out)["resources"]["estimate"]
     assert res["memory_mb"] == 300 and res["memory_source"] == "user", res
     assert res["walltime_source"] == "advice" and res["source"] == "user+advice", res
+
+
+def test_me_names_the_organization_and_roles(env, capsys):
+    code, out, _ = heroes(env, capsys, "me")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == env.researcher
+    assert lines[1].split() == ["ORGANIZATION", "ROLES", "PROJECTS"]
+    row = next(line for line in lines[2:] if line.startswith(env.org + " "))
+    assert "researcher" in row, out
+    code, out, _ = heroes(env, capsys, "me", "--json")
+    assert env.org in [o["name"] for o in json.loads(out)["organizations"]]
 
 
 def test_results_come_back_once_and_data_round_trips(env, capsys, tmp_path, monkeypatch):
@@ -222,6 +241,7 @@ def test_results_come_back_once_and_data_round_trips(env, capsys, tmp_path, monk
         ),
         (["decide", "monte-carlo-pi", "--budget", "5 ZZZ"], 1, "ZZZ"),
         (["status", "0" * 32], 1, f"heroes status: workflow instance '{'0' * 32}' not found"),
+        (["wait", "0" * 32], 1, f"heroes wait: workflow instance '{'0' * 32}' not found"),
         (["results", "0" * 32], 1, f"heroes results: workflow instance '{'0' * 32}' not found"),
         (["data", "get"], 2, "heroes data: usage: heroes data get KEY [DEST]"),
         (["data", "ls", "a/", "b/"], 2, "heroes data: usage: heroes data ls [PREFIX]"),
