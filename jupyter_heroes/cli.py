@@ -5,6 +5,7 @@
 ``heroes service``     run the HEROES REST service (normally started by JupyterHub as a managed service)
 ``heroes templates|decide|submit|status|cancel|logs``  workflows through the service (see :mod:`.cli_workflows`)
 ``heroes results|data``  a workflow's outputs and your files in the object store (see :mod:`.cli_data`)
+``heroes usage``       what your own jobs used and cost (see :mod:`.cli_usage`)
 
 Subcommands are registered in :data:`COMMANDS`; each one is a function taking its parsed arguments
 and returning an exit status.
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cli_data, cli_workflows
+from . import cli_data, cli_usage, cli_workflows
 from ._version import __version__
 
 
@@ -104,6 +105,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_service,
     *cli_workflows.COMMANDS,  # templates, submit, status, cancel, logs
     *cli_data.COMMANDS,  # results, data
+    *cli_usage.COMMANDS,  # usage
 ]
 
 

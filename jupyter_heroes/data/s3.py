@@ -147,10 +147,8 @@ def _tls_failure(e: BaseException) -> str | None:
     cur: BaseException | None = e
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, ssl.SSLCertVerificationError):
+        if isinstance(cur, ssl.SSLCertVerificationError):  # also ssl.CertificateError, its alias
             return cur.verify_message or str(cur)
-        if isinstance(cur, ssl.CertificateError):
-            return str(cur)
         cur = (
             getattr(cur, "reason", None)
             if isinstance(cur, urllib3.exceptions.MaxRetryError)

@@ -147,6 +147,29 @@ def test_decide_then_submit_following_it_with_its_advice(env, capsys):
     assert res["walltime_source"] == "advice" and res["source"] == "user+advice", res
 
 
+def test_usage_counts_a_finished_run(env, capsys):
+    code, out, err = heroes(env, capsys, "usage", "--by", "template", "--json")
+    assert code == 0, err
+    before = sum(r["jobs"] for r in json.loads(out) if r.get("template") == "monte-carlo-pi v1")
+    code, out, err = heroes(
+        env, capsys, "submit", "monte-carlo-pi", "samples=20000", "--cluster", "local", "--wait"
+    )
+    assert code == 0, err
+    code, out, err = heroes(env, capsys, "usage", "--by", "template")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["TEMPLATE", "JOBS", "CORE-H", "ENERGY-KWH", "COST"]
+    row = next(line for line in lines[1:] if line.startswith("monte-carlo-pi"))
+    m = re.match(r"monte-carlo-pi v1 +(\d+) +(\d+\.\d\d) +(-|\d+\.\d{3}) +(-|\d+\.\d\d \w{3})", row)
+    # at least this run more (the other tests' runs may end meanwhile)
+    assert m and int(m.group(1)) >= before + 1, out
+    code, out, _ = heroes(env, capsys, "usage", "--by", "template", "--json")
+    now = next(r for r in json.loads(out) if r["template"] == "monte-carlo-pi v1")
+    assert now["jobs"] >= int(m.group(1)) and float(m.group(2)) <= now["core_hours"] + 0.005
+    code, out, err = heroes(env, capsys, "usage", "--by", "nonsense")
+    assert code == 1 and "nonsense" in err
+
+
 def test_me_names_the_organization_and_roles(env, capsys):
     code, out, _ = heroes(env, capsys, "me")
     assert code == 0

@@ -7,7 +7,7 @@ import argparse
 import re
 from pathlib import Path
 
-from jupyter_heroes import cli_data, cli_workflows, client, magics
+from jupyter_heroes import cli_data, cli_usage, cli_workflows, client, magics
 from jupyter_heroes.magics import HeroesMagics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ def test_every_subcommand_is_documented():
 def test_every_heroes_command_for_users_is_documented():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
-    for add in cli_workflows.COMMANDS + cli_data.COMMANDS:
+    for add in cli_workflows.COMMANDS + cli_data.COMMANDS + cli_usage.COMMANDS:
         add(sub)
     names = sorted(sub.choices)
     assert {"submit", "results", "data"} <= set(names)
