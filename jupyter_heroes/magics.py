@@ -12,6 +12,7 @@ Load with ``%load_ext jupyter_heroes``, then::
     %heroes wait ID                                     # block until it is done
     %heroes logs ID --step estimate --err               # the end of a step's stderr
     %heroes cancel ID
+    %heroes results ID                                  # its outputs into ./ID/ (list of paths)
     %heroes data ls results/                            # your bucket (DataFrame)
     %heroes data put local.csv inputs/local.csv         # upload; get KEY [DEST]; rm KEY ...; buckets
     %heroes data browse results/                        # the data browser widget
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -148,6 +150,7 @@ class HeroesMagics(Magics):
         "wait": "_wait",
         "cancel": "_cancel",
         "logs": "_logs",
+        "results": "_results",
         "data": "_data",
         "budget": "_budget",
         "me": "_me",
@@ -359,6 +362,16 @@ class HeroesMagics(Magics):
             args.id, args.step, stream="err" if args.err else "out", task=args.task
         )
         return LogText(answer.get("text", ""))
+
+    @magic_arguments("heroes results")
+    @argument("id", help="a workflow id")
+    @argument("dest", nargs="?", default=None, help="the directory to copy into (default: ./ID)")
+    @_common
+    def _results(self, args: argparse.Namespace, cell: str | None = None) -> list[Path]:
+        """Copy every output of a workflow into DEST (default ./ID), keeping their paths; files already
+        there with the same content are kept. Returns the local paths."""
+        answer = self._client_for(args).download_results(args.id, args.dest)
+        return sorted(Path(p) for p in answer["downloaded"] + answer["kept"])
 
     @magic_arguments("heroes data")
     @argument("action", choices=["ls", "get", "put", "rm", "buckets", "browse"], help="what to do")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +40,7 @@ def test_templates_dataframe(shell):
     assert not rows.loc["monte-carlo-pi", "accepts_script"] and rows.loc["run-python", "accepts_script"]
 
 
-def test_submit_wait_status_logs(shell, kernel_env):
+def test_submit_wait_status_logs(shell, kernel_env, tmp_path, monkeypatch):
     # the way a notebook cell writes it: assignment, $variables and a quoted value with spaces
     shell.user_ns["n"] = 30000
     result = shell.run_cell(
@@ -78,6 +79,11 @@ def test_submit_wait_status_logs(shell, kernel_env):
     assert isinstance(one, InstanceHandle) and one.state == "completed"
     assert run(shell, f"wait {handle.id} --timeout 10").state == "completed"
     assert handle.id not in set(run(shell, "status --state live")["id"])
+    monkeypatch.chdir(tmp_path)
+    paths = run(shell, f"results {handle.id}")
+    assert paths == [(tmp_path / handle.id / "result.json").resolve()]
+    assert json.loads(paths[0].read_text())["samples"] == 30000
+    assert handle.download_outputs("copy") == [(tmp_path / "copy" / "result.json").resolve()]
 
 
 def test_the_handle_displays_a_live_monitor(shell):
