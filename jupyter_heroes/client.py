@@ -902,17 +902,19 @@ class HeroesClient:
                 os.unlink(tmp.name)
 
     def download_results(
-        self, instance_id: str, dest: str | os.PathLike[str] | None = None
+        self, instance_id: str, dest: str | os.PathLike[str] | None = None, *, parallel: int = 4
     ) -> dict[str, Any]:
         """Copy the outputs of workflow *instance_id* (every object under ``results/<id>/`` in your
         bucket) into the directory *dest* (default ``./<id>``), keeping their paths below
         ``results/<id>/``. A file already there with the same content (its size and the store's ETag,
         see :mod:`jupyter_heroes.etag`) is kept, so a second run after an interruption fetches only
-        what is missing. Each download is checked as :meth:`download` checks it.
+        what is missing. Each download is checked as :meth:`download` checks it; *parallel* of them
+        run at a time.
 
         Returns ``{"instance", "state", "directory", "downloaded": [paths], "kept": [paths],
         "bytes"}`` (bytes downloaded). A workflow still running has the outputs of its finished steps.
         """
+        from concurrent.futures import ThreadPoolExecutor
         from pathlib import Path
 
         from .etag import same_content
@@ -940,19 +942,27 @@ class HeroesClient:
             for o in self.ls(prefix, bucket, recursive=True)["objects"]
             if not o.get("is_folder") and not str(o["key"]).endswith("/")
         ]
+        todo: list[tuple[str, Path, int]] = []
         for o in sorted(objects, key=lambda o: str(o["key"])):
-            key = str(o["key"])
+            key, size = str(o["key"]), int(o.get("size") or 0)
             target = (root / key[len(prefix) :]).resolve()
             if root not in target.parents:
                 raise HeroesError(
-                    f"output {key!r} would land outside {root}; nothing more was downloaded", "invalid_key"
+                    f"output {key!r} would land outside {root}; nothing was downloaded", "invalid_key"
                 )
-            if same_content(target, int(o.get("size") or 0), str(o.get("etag") or "")):
+            if same_content(target, size, str(o.get("etag") or "")):
                 answer["kept"].append(str(target))
-                continue
-            self.download(key, target, bucket)
-            answer["downloaded"].append(str(target))
-            answer["bytes"] += int(o.get("size") or 0)
+            else:
+                todo.append((key, target, size))
+        # every download runs to its end (what arrived is kept for the next run); then the first
+        # failure, if any, is raised
+        with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="heroes-results") as pool:
+            futures = [pool.submit(self.download, key, target, bucket) for key, target, _ in todo]
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
+        if errors:
+            raise errors[0]
+        answer["downloaded"] = [str(target) for _, target, _ in todo]
+        answer["bytes"] = sum(size for _, _, size in todo)
         return answer
 
     def upload(

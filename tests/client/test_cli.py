@@ -210,6 +210,16 @@ def test_results_come_back_once_and_data_round_trips(env, capsys, tmp_path, monk
     assert (tmp_path / "elsewhere" / "result.json").read_bytes() == stored
     code, out, _ = heroes(env, capsys, "results", iid, str(tmp_path / iid))
     assert f"downloaded {result}" in out.splitlines() and result.read_bytes() == stored
+    # more outputs, in folders: only the new ones come (several at a time), the paths kept
+    extra = {f"plots/p{i}.txt": os.urandom(3000 + i) for i in range(6)}
+    for rel, data in extra.items():
+        client.upload(f"results/{iid}/{rel}", data)
+    code, out, _ = heroes(env, capsys, "results", iid, "--json")
+    answer = json.loads(out)
+    assert answer["kept"] == [str(result)]
+    assert answer["downloaded"] == [str(tmp_path / iid / rel) for rel in sorted(extra)]
+    assert answer["bytes"] == sum(len(d) for d in extra.values())
+    assert all((tmp_path / iid / rel).read_bytes() == d for rel, d in extra.items())
 
     (tmp_path / "in.csv").write_text("a,b\n1,2\n")
     code, out, err = heroes(env, capsys, "data", "put", "in.csv", "inputs/")
