@@ -23,6 +23,7 @@ from traitlets import Bool, Float, Integer, TraitError, Unicode, default, valida
 
 from .._version import __version__
 from .handlers import API_ROUTE, HeroesProxyHandler
+from .results import RESULTS_ROUTE, ResultsHandler
 from .upstream import ProxyError, ServiceUpstream
 
 SERVICE_NAME = "heroes"
@@ -174,6 +175,7 @@ class HeroesExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.append((API_ROUTE, HeroesProxyHandler, {"extension": self}))
+        self.handlers.append((RESULTS_ROUTE, ResultsHandler, {"extension": self}))
 
     def initialize_settings(self) -> None:
         if self.service_url:

@@ -68,8 +68,39 @@ def _refused_first(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class JsonErrors:
+    """``write_error`` answering ``{"message", "reason"}`` (what the service answers), never HTML."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ProxyError):
+            message, reason = exc.message, exc.reason
+        elif isinstance(exc, web.HTTPError) and status_code < 500:
+            message = exc.log_message or responses.get(status_code, "error")
+            reason = _reason_for(status_code, message)
+            if reason == "xsrf":
+                message += (
+                    ": this Jupyter server requires its XSRF token (X-XSRFToken header or _xsrf "
+                    "argument) on changes; reload the page and retry"
+                )
+            elif status_code == 403 and not getattr(self, "_jupyter_current_user", None):
+                message = "You are not logged in to this Jupyter server: reload the page to log in again"
+                reason = "not_authenticated"
+        else:
+            message = (
+                "Internal error in the HEROES server extension; it has been logged in the Jupyter "
+                "server log. Retry, or report it to your administrator with the time of the request."
+            )
+            reason = "internal_error"
+        handler: Any = self
+        handler.clear()
+        handler.set_status(status_code)
+        handler.set_header("Cache-Control", "no-store")
+        handler.finish(json.dumps({"message": message, "reason": reason}))
+
+
 @web.stream_request_body
-class HeroesProxyHandler(APIHandler):
+class HeroesProxyHandler(JsonErrors, APIHandler):
     """Forwards GET/POST/PUT/PATCH/DELETE under ``heroes/api/v1`` to the HEROES service."""
 
     auth_resource = AUTH_RESOURCE
@@ -208,31 +239,6 @@ class HeroesProxyHandler(APIHandler):
         await self._await_pump()
 
     # --- errors: {message, reason}, never a traceback ---------------------------------------------
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ProxyError):
-            message, reason = exc.message, exc.reason
-        elif isinstance(exc, web.HTTPError) and status_code < 500:
-            message = exc.log_message or responses.get(status_code, "error")
-            reason = _reason_for(status_code, message)
-            if reason == "xsrf":
-                message += (
-                    ": this Jupyter server requires its XSRF token (X-XSRFToken header or _xsrf "
-                    "argument) on changes; reload the page and retry"
-                )
-            elif status_code == 403 and not getattr(self, "_jupyter_current_user", None):
-                message = "You are not logged in to this Jupyter server: reload the page to log in again"
-                reason = "not_authenticated"
-        else:
-            message = (
-                "Internal error in the HEROES server extension; it has been logged in the Jupyter "
-                "server log. Retry, or report it to your administrator with the time of the request."
-            )
-            reason = "internal_error"
-        self.clear()
-        self.set_status(status_code)
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps({"message": message, "reason": reason}))
 
     def on_connection_close(self) -> None:
         # the browser went away: stop reading from the service (closes that connection too)

@@ -14,6 +14,22 @@ export const API_PATH = 'heroes/api/v1';
 /** The header selecting the organization a request acts in (see the service's `auth.py`). */
 export const ORG_HEADER = 'X-Heroes-Organization';
 
+/**
+ * The server extension's own endpoint copying a workflow's outputs into the server's files
+ * (relative to the Jupyter server's base URL; `jupyter_heroes/serverext/results.py`).
+ */
+export const RESULTS_PATH = 'heroes/results';
+
+/** What the server extension answers when it copied a workflow's outputs (paths from the server's root). */
+export interface IResultsCopy {
+  instance: string;
+  state: string;
+  directory: string;
+  downloaded: string[];
+  kept: string[];
+  bytes: number;
+}
+
 /** D3.6 workflow endpoints (relative to the API root). */
 export const PATHS = {
   me: '/organization/auth/me',
@@ -103,6 +119,8 @@ export interface IRequestOptions {
   signal?: AbortSignal;
   /** send no organization header even if one is selected */
   noOrganization?: boolean;
+  /** *path* is relative to the Jupyter server's base URL, not to the HEROES API */
+  serverPath?: boolean;
 }
 
 export interface IClientOptions {
@@ -125,9 +143,12 @@ export class HeroesClient {
   /** The organization requests act in (`X-Heroes-Organization`); null: the caller's only one. */
   organization: string | null;
 
-  /** The full URL of API path *path* (which starts with '/'), with *query*. */
-  url(path: string, query?: IRequestOptions['query']): string {
-    let url = this.baseUrl + API_PATH + path;
+  /**
+   * The full URL of API path *path* (which starts with '/'), with *query*; with *serverPath*, of
+   * the server's own path *path* instead.
+   */
+  url(path: string, query?: IRequestOptions['query'], serverPath = false): string {
+    let url = this.baseUrl + (serverPath ? path.replace(/^\//, '') : API_PATH + path);
     const params = Object.entries(query ?? {}).filter(([, v]) => v !== undefined && v !== '');
     if (params.length) {
       url +=
@@ -166,7 +187,7 @@ export class HeroesClient {
     }
     let response: Response;
     try {
-      response = await this._request(this.url(path, options.query), init);
+      response = await this._request(this.url(path, options.query, options.serverPath), init);
     } catch (err) {
       if (isAbort(err)) {
         throw err;
@@ -227,6 +248,14 @@ export class HeroesClient {
   /** Cancel a running instance (D3.6: DELETE on the instance). */
   cancelInstance(id: string): Promise<IWorkflowInstance | undefined> {
     return this.request('DELETE', `${PATHS.instances}/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * Copy a workflow's outputs into the Jupyter server's files (`heroes-results/<id>/`); files
+   * already there with the same content are kept.
+   */
+  copyResults(id: string): Promise<IResultsCopy> {
+    return this.request('POST', `/${RESULTS_PATH}/${encodeURIComponent(id)}`, { serverPath: true });
   }
 
   async listTemplates(signal?: AbortSignal): Promise<Record<string, unknown>[]> {

@@ -58,7 +58,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const panel = new HeroesPanel({
       client,
-      onNewNotebook: () => void commands.execute(CommandIDs.newNotebook)
+      onNewNotebook: () => void commands.execute(CommandIDs.newNotebook),
+      // show the copied results in the file browser (when JupyterLab has one)
+      onResultsCopied: directory => {
+        if (commands.hasCommand('filebrowser:go-to-path')) {
+          void commands.execute('filebrowser:go-to-path', { path: directory });
+        }
+      }
     });
     panel.title.icon = heroesIcon;
     app.shell.add(panel, 'left', { rank: 600 });

@@ -4,7 +4,7 @@
 import { Widget } from '@lumino/widgets';
 import { Message } from '@lumino/messaging';
 
-import { HeroesApiError, HeroesClient, IOrganization } from './api';
+import { HeroesApiError, HeroesClient, IOrganization, IResultsCopy } from './api';
 import { ILiveStatus, LiveUpdater } from './live';
 import { renderInstances } from './render';
 import { instanceRow } from './states';
@@ -16,6 +16,8 @@ export interface IPanelOptions {
   client: HeroesClient;
   /** the "New workflow notebook" button */
   onNewNotebook: () => void;
+  /** called with the folder (from the server's root) a workflow's results were copied into */
+  onResultsCopied?: (directory: string) => void;
   /** asks the user to confirm a cancellation; default window.confirm */
   confirm?: (message: string) => Promise<boolean>;
   pollInterval?: number;
@@ -29,6 +31,7 @@ export class HeroesPanel extends Widget {
     this.title.caption = 'HEROES workflows';
     this._client = options.client;
     this._confirm = options.confirm ?? (async m => window.confirm(m));
+    this._onResultsCopied = options.onResultsCopied;
 
     const doc = this.node.ownerDocument;
     const header = doc.createElement('div');
@@ -64,10 +67,14 @@ export class HeroesPanel extends Widget {
 
     this._status = doc.createElement('p');
     this._status.className = 'jp-heroes-status';
+    this._notice = doc.createElement('p');
+    this._notice.className = 'jp-heroes-notice';
+    this._notice.hidden = true;
     this._list = doc.createElement('div');
     this._list.className = 'jp-heroes-list';
     this.node.appendChild(header);
     this.node.appendChild(this._status);
+    this.node.appendChild(this._notice);
     this.node.appendChild(this._list);
 
     this._updater = new LiveUpdater({
@@ -177,8 +184,33 @@ export class HeroesPanel extends Widget {
 
   private render(): void {
     renderInstances(this._list, this._updater.instances.map(instanceRow), {
-      onCancel: id => void this.cancel(id)
+      onCancel: id => void this.cancel(id),
+      onResults: id => void this.copyResults(id)
     });
+  }
+
+  /** Copy workflow *id*'s outputs into `heroes-results/<id>/` and say what came. */
+  async copyResults(id: string): Promise<void> {
+    this.notify('busy', `Copying the results of ${id}…`);
+    let copy: IResultsCopy;
+    try {
+      copy = await this._client.copyResults(id);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      this.notify('error', `Copying the results of ${id} failed: ${message}`);
+      return;
+    }
+    const got = copy.downloaded.length;
+    const kept = copy.kept.length;
+    const message =
+      got + kept === 0
+        ? `${id} has no outputs in your storage yet.`
+        : `${got} file${got === 1 ? '' : 's'} copied into ${copy.directory}` +
+          (kept ? ` (${kept} already there).` : '.');
+    this.notify('done', message);
+    if (got + kept > 0) {
+      this._onResultsCopied?.(copy.directory);
+    }
   }
 
   private async cancel(id: string): Promise<void> {
@@ -195,6 +227,13 @@ export class HeroesPanel extends Widget {
     await this._updater.refresh();
   }
 
+  /** One line about the last action (results copied, or why not), beside the live status. */
+  private notify(kind: 'busy' | 'done' | 'error', message: string): void {
+    this._notice.hidden = false;
+    this._notice.textContent = message;
+    this._notice.dataset.kind = kind;
+  }
+
   private showStatus(status: ILiveStatus): void {
     this._status.textContent = status.message;
     this._status.dataset.mode = status.mode;
@@ -202,9 +241,11 @@ export class HeroesPanel extends Widget {
 
   private _client: HeroesClient;
   private _confirm: (message: string) => Promise<boolean>;
+  private _onResultsCopied?: (directory: string) => void;
   private _updater: LiveUpdater;
   private _orgSelect: HTMLSelectElement;
   private _status: HTMLParagraphElement;
+  private _notice: HTMLParagraphElement;
   private _list: HTMLDivElement;
   private _orgs: IOrganization[] = [];
   private _orgsLoaded = false;

@@ -12,6 +12,7 @@ export const CSS = {
   badge: 'jp-heroes-state',
   steps: 'jp-heroes-steps',
   cancel: 'jp-heroes-cancel',
+  results: 'jp-heroes-results',
   empty: 'jp-heroes-empty',
   summary: 'jp-heroes-summary'
 } as const;
@@ -21,6 +22,8 @@ export interface IRenderOptions {
   now?: number;
   /** called when the user asks to cancel a live instance; no button when absent */
   onCancel?: (id: string) => void;
+  /** called when the user asks for a finished instance's results; no button when absent */
+  onResults?: (id: string) => void;
 }
 
 function el<K extends keyof HTMLElementTagNameMap>(
@@ -105,6 +108,14 @@ export function renderInstances(
       button.title = `Cancel workflow ${row.id}`;
       const onCancel = options.onCancel;
       button.addEventListener('click', () => onCancel(row.id));
+      item.appendChild(button);
+    }
+    if (options.onResults && row.state.final) {
+      const button = el(doc, 'button', `${CSS.results} jp-mod-styled`, 'Results');
+      button.type = 'button';
+      button.title = `Copy the outputs of workflow ${row.id} into heroes-results/${row.id}/`;
+      const onResults = options.onResults;
+      button.addEventListener('click', () => onResults(row.id));
       item.appendChild(button);
     }
     list.appendChild(item);

@@ -137,3 +137,21 @@ def test_service_down_answers_503_json_then_recovers(lab):
         "the HEROES service back behind the extension",
         interval=1,
     )
+
+
+def test_results_endpoint_refuses_clearly_and_copies_nothing(lab):
+    """``POST <server>/heroes/results/<id>`` (the sidebar's Results button; the copy itself is tested
+    in the browser test, which has an object store): its refusals are JSON that say why."""
+    home_results = lab.url + "heroes/results/"
+    auth = {"Authorization": f"token {lab.token}", "X-Heroes-Organization": ORG}
+    r = requests.post(home_results + "0" * 32, headers=auth, timeout=60)
+    assert r.status_code == 404, r.text
+    assert r.json()["reason"] == "not_found" and "0" * 32 in r.json()["message"]
+    r = requests.post(home_results + "..%2Fetc", headers=auth, timeout=60)
+    assert r.status_code in (400, 404), r.text
+    r = requests.post(home_results + "a" * 65, headers=auth, timeout=60)
+    assert (r.status_code, r.json()["reason"]) == (400, "invalid_id")
+    r = requests.post(home_results + "0" * 32, timeout=60, allow_redirects=False)  # not logged in
+    assert r.status_code == 403 and r.json()["reason"] in ("xsrf", "not_authenticated")
+    r = requests.get(home_results + "0" * 32, headers=auth, timeout=60)
+    assert r.status_code == 405

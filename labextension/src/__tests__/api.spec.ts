@@ -8,6 +8,7 @@ import {
   HeroesClient,
   ORG_HEADER,
   PATHS,
+  RESULTS_PATH,
   asList,
   eventStreamPath,
   toEvent
@@ -85,6 +86,23 @@ describe('HeroesClient URLs and headers', () => {
     await expect(client.cancelInstance('a/b')).resolves.toBeUndefined();
     expect(server.calls[0].init.method).toBe('DELETE');
     expect(server.calls[0].url).toBe('/heroes/api/v1/organization/workflow/instance/a%2Fb');
+  });
+
+  it('asks the server extension itself, not the API, to copy results, as the organization', async () => {
+    const copy = {
+      instance: 'i1',
+      state: 'completed',
+      directory: 'heroes-results/i1',
+      downloaded: ['heroes-results/i1/result.json'],
+      kept: [],
+      bytes: 12
+    };
+    const server = fakeServer(() => json(200, copy));
+    const client = new HeroesClient({ baseUrl: '/user/ada/', request: server.request, organization: 'acme' });
+    expect(await client.copyResults('i 1')).toEqual(copy);
+    expect(server.calls[0].url).toBe('/user/ada/' + RESULTS_PATH + '/i%201');
+    expect(server.calls[0].init.method).toBe('POST');
+    expect(headersOf(server.calls[0])).toEqual({ Accept: 'application/json', [ORG_HEADER]: 'acme' });
   });
 });
 

@@ -75,4 +75,24 @@ describe('renderInstances', () => {
     buttons[0].click();
     expect(onCancel).toHaveBeenCalledWith('q');
   });
+
+  it('offers Results only on finished instances, whatever their end', () => {
+    const container = document.createElement('div');
+    const onResults = jest.fn();
+    renderInstances(
+      container,
+      [
+        instanceRow({ id: 'r', state: 'running' }),
+        instanceRow({ id: 'ok', state: 'completed' }),
+        instanceRow({ id: 'bad', state: 'failed' })
+      ],
+      { onResults }
+    );
+    const buttons = Array.from(container.querySelectorAll<HTMLButtonElement>(`.${CSS.results}`));
+    expect(buttons.map(b => b.closest('li')?.dataset.instance).sort()).toEqual(['bad', 'ok']);
+    expect(buttons[0].textContent).toBe('Results');
+    buttons.forEach(b => b.click());
+    expect(onResults.mock.calls.map(c => c[0]).sort()).toEqual(['bad', 'ok']);
+    expect(container.querySelectorAll(`.${CSS.cancel}`).length).toBe(0); // no onCancel: no Cancel
+  });
 });
