@@ -217,10 +217,28 @@ class HubTestbed(Component):
         )
         self.config_file.write_text(text)
 
+    #: a port chosen free can be taken before the hub binds it (another process's connection):
+    #: the hub then exits with "Failed to bind"; start again on new ports, this many times at most
+    port_attempts = 3
+
     def _start(self) -> None:
+        dbutil.upgrade(self.db_url)  # the service refuses an outdated database
+        for attempt in range(1, self.port_attempts + 1):
+            try:
+                self._start_on_free_ports()
+                return
+            except ComponentError as e:
+                lost_race = "Failed to bind" in str(e) or "EADDRINUSE" in str(e)
+                if not lost_race or attempt == self.port_attempts:
+                    raise
+                self.stop()  # what the failed start left (its proxy), by PID
+                self.session = requests.Session()
+                if self.hub_log.exists():  # kept for the record; the next attempt logs afresh
+                    self.hub_log.rename(self.hub_log.with_name(f"jupyterhub.failed-{attempt}.log"))
+
+    def _start_on_free_ports(self) -> None:
         t0 = time.monotonic()
         self.port, self.hub_port, self.proxy_api_port, self.service_port = (free_port() for _ in range(4))
-        dbutil.upgrade(self.db_url)  # the service refuses an outdated database
         self.write_config()
         self.spawn(
             [sys.executable, "-m", "jupyterhub", "-f", str(self.config_file)],
@@ -230,23 +248,28 @@ class HubTestbed(Component):
         )
         proc_pid = self.pids[-1]
 
-        def check_alive() -> None:
+        def died() -> str:
+            """Why the start cannot succeed any more ("" while it still can)."""
             if not pid_alive(proc_pid):
-                raise ComponentError(f"jupyterhub exited during start:\n{self.log_excerpt()}")
+                return f"jupyterhub exited during start:\n{self.log_excerpt()}"
             if self.hub_log.exists() and "Service heroes exited" in self.hub_log.read_text(errors="replace"):
-                raise ComponentError(f"the HEROES service exited during start:\n{self.log_excerpt()}")
+                return f"the HEROES service exited during start:\n{self.log_excerpt()}"
+            return ""
 
+        # a death ends the wait at once (wait_for takes an exception for "not yet")
         def hub_up() -> bool:
-            check_alive()
-            return requests.get(f"{self.url}/hub/api/", timeout=5).status_code == 200
+            return bool(died()) or requests.get(f"{self.url}/hub/api/", timeout=5).status_code == 200
 
         def service_up() -> bool:
-            check_alive()
-            return requests.get(f"{self.api_url}/openapi.json", timeout=5).status_code == 200
+            return bool(died()) or requests.get(f"{self.api_url}/openapi.json", timeout=5).status_code == 200
 
         try:
             wait_for(hub_up, self.start_timeout, "jupyterhub")
+            if why := died():
+                raise ComponentError(why)
             wait_for(service_up, self.start_timeout, "HEROES service behind the proxy")
+            if why := died():
+                raise ComponentError(why)
         except ComponentError as e:
             if "exited" in str(e):
                 raise
