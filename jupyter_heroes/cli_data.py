@@ -18,22 +18,14 @@ Connection options, ``--json`` and exit statuses are those of the workflow comma
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 
 from .cli_workflows import _client, _common, _print_json, _run, _table
-from .client import FINAL_STATES, HeroesError
+from .client import FINAL_STATES, HeroesError, human_size, key_name, upload_key
 
 
 def _size(n: object) -> str:
-    if not isinstance(n, int):
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    return human_size(n) if isinstance(n, int) else "-"
 
 
 @_run
@@ -88,7 +80,7 @@ def _data(args: argparse.Namespace) -> int:
     if args.action == "get":
         _need(paths, 1, 2, "get KEY [DEST], e.g. heroes data get results/ID/result.json .")
         key = paths[0]
-        dest = paths[1] if len(paths) == 2 else key.rstrip("/").rsplit("/", 1)[-1]
+        dest = paths[1] if len(paths) == 2 else key_name(key)
         path = client.download(key, dest, args.bucket)
         if args.json:
             _print_json({"key": key, "path": str(path)})
@@ -98,10 +90,7 @@ def _data(args: argparse.Namespace) -> int:
     if args.action == "put":
         _need(paths, 1, 2, "put LOCAL [KEY], e.g. heroes data put data.csv inputs/data.csv")
         local = paths[0]
-        key = paths[1] if len(paths) == 2 else os.path.basename(local)
-        if key.endswith("/"):
-            key += os.path.basename(local)
-        stored = client.upload(key, local, args.bucket)
+        stored = client.upload(upload_key(local, paths[1] if len(paths) == 2 else None), local, args.bucket)
         if args.json:
             _print_json(stored)
         else:

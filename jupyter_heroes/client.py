@@ -861,7 +861,7 @@ class HeroesClient:
         try:
             if target is not None:
                 if target.is_dir():
-                    target = target / key.rstrip("/").rsplit("/", 1)[-1]
+                    target = target / key_name(key)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False)
             try:
@@ -1040,6 +1040,32 @@ class HeroesClient:
         self._require("/organization/usage/me", "get", "usage")
         params = {"by": by, "period": period, **{k: v for k, v in filters.items() if v is not None}}
         return self.request("GET", "/organization/usage/me", params=params)
+
+
+def human_size(n: int) -> str:
+    """Bytes for people: 512 B, 40.1 kB, 3.2 MB (the widgets' and the ``heroes`` command's)."""
+    if n < 1000:
+        return f"{n} B"
+    x, unit = n / 1000, "kB"
+    for bigger in ("MB", "GB"):
+        if x < 1000:
+            break
+        x, unit = x / 1000, bigger
+    return f"{x:.1f} {unit}"
+
+
+def key_name(key: str) -> str:
+    """The last segment of an object key: the file name a download gets by default."""
+    return key.rstrip("/").rsplit("/", 1)[-1]
+
+
+def upload_key(local: str, key: str | None = None) -> str:
+    """The key a local file is uploaded as: *key*, else the file's name; a *key* ending in ``/`` is a
+    folder the file goes into under its own name."""
+    name = os.path.basename(local)
+    if key is None:
+        return name
+    return key + name if key.endswith("/") else key
 
 
 def _seg(value: str) -> str:

@@ -40,7 +40,15 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 from IPython.utils.text import dedent
 
-from .client import HeroesClient, HeroesError, resources_from_flags, split_budget, typed_params
+from .client import (
+    HeroesClient,
+    HeroesError,
+    key_name,
+    resources_from_flags,
+    split_budget,
+    typed_params,
+    upload_key,
+)
 from .widgets.handle import InstanceHandle
 
 if TYPE_CHECKING:
@@ -385,7 +393,6 @@ class HeroesMagics(Magics):
     @_common
     def _data(self, args: argparse.Namespace, cell: str | None = None) -> Any:
         """Your files in the organization's object store: ls, get, put, rm, buckets."""
-        import os
         from pathlib import Path
 
         import pandas as pd
@@ -425,7 +432,7 @@ class HeroesMagics(Magics):
                     "%heroes data get KEY [DEST], e.g. %heroes data get results/ID/result.json ."
                 )
             key = paths[0]
-            dest = Path(paths[1]) if len(paths) == 2 else Path(key.rstrip("/").rsplit("/", 1)[-1])
+            dest = Path(paths[1]) if len(paths) == 2 else Path(key_name(key))
             return client.download(key, dest, args.bucket)
         if args.action == "put":
             if not 1 <= len(paths) <= 2:
@@ -433,10 +440,7 @@ class HeroesMagics(Magics):
                     "%heroes data put LOCAL [KEY], e.g. %heroes data put data.csv inputs/data.csv"
                 )
             local = paths[0]
-            key = paths[1] if len(paths) == 2 else os.path.basename(local)
-            if key.endswith("/"):
-                key += os.path.basename(local)
-            return client.upload(key, local, args.bucket)
+            return client.upload(upload_key(local, paths[1] if len(paths) == 2 else None), local, args.bucket)
         if not paths:
             raise UsageError("%heroes data rm KEY [KEY ...], e.g. %heroes data rm inputs/old.csv")
         return client.delete(paths, args.bucket)

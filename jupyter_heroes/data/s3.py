@@ -71,6 +71,7 @@ T = TypeVar("T")
 
 
 # S3 error codes -> (error class, message template); {what} is "bucket X" or "object X in bucket Y"
+_DAMAGED = "the object store received {what} damaged on the way; nothing was stored, try again"
 _S3_ERRORS: dict[str, tuple[type[DataError], str]] = {
     "NoSuchBucket": (NotFound, "{bucket_what} does not exist"),
     "NoSuchKey": (NotFound, "{what} does not exist"),
@@ -93,14 +94,8 @@ _S3_ERRORS: dict[str, tuple[type[DataError], str]] = {
     ),
     "EntityTooLarge": (QuotaExceeded, "{what} is larger than the object store accepts"),
     # the store computed another checksum of the body than the Content-MD5 or signed SHA-256 sent
-    "BadDigest": (
-        IntegrityError,
-        "the object store received {what} damaged on the way; nothing was stored, try again",
-    ),
-    "XAmzContentSHA256Mismatch": (
-        IntegrityError,
-        "the object store received {what} damaged on the way; nothing was stored, try again",
-    ),
+    "BadDigest": (IntegrityError, _DAMAGED),
+    "XAmzContentSHA256Mismatch": (IntegrityError, _DAMAGED),
     "SlowDown": (Unavailable, "the object store is busy; try again in a moment"),
     "ServiceUnavailable": (Unavailable, "the object store is unavailable; try again later"),
     "InternalError": (Unavailable, "the object store failed internally; try again later"),

@@ -22,10 +22,10 @@ from urllib.parse import quote, urlencode
 import ipywidgets as w
 
 from ..client import HeroesClient, HeroesError
+from ..client import human_size as _size
 from ..data.errors import InvalidName
 from ..data.names import validate_key
 from .form import ERROR_STYLE, _esc
-from .monitor import _size
 from .upload import CHUNK_SIZE, ChunkedUpload
 
 log = logging.getLogger("jupyter_heroes.widgets")

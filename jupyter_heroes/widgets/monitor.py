@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import ipywidgets as w
 
 from ..client import FINAL_JOB_STATES, FINAL_STATES, HeroesClient, HeroesError
+from ..client import human_size as _size
 from .form import ERROR_STYLE, _esc
 
 log = logging.getLogger("jupyter_heroes.widgets")
@@ -44,18 +45,6 @@ LOG_STYLE = (
     "max-height:16em;overflow:auto;background:#f7f7f7;border:1px solid #ddd;padding:4px;"
     "font-size:85%;white-space:pre-wrap;margin:0"
 )
-
-
-def _size(n: int) -> str:
-    """Bytes for people: 512 B, 40.1 kB, 3.2 MB."""
-    if n < 1000:
-        return f"{n} B"
-    x, unit = n / 1000, "kB"
-    for bigger in ("MB", "GB"):
-        if x < 1000:
-            break
-        x, unit = x / 1000, bigger
-    return f"{x:.1f} {unit}"
 
 
 def badge(state: str) -> str:
